@@ -1,0 +1,1 @@
+"""HumanEval, MBPP and user problem sets: generation, sandboxed execution, pass@k (paper §3)."""
