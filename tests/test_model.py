@@ -1,0 +1,101 @@
+import pytest
+import torch
+
+from phi1.model import Phi, PhiConfig, config_from_file, describe
+
+
+@pytest.mark.parametrize("name, expected", [("phi-1", 1_418_270_720), ("phi-1-small", 356_794_368)])
+def test_preset_parameter_counts_match_the_paper(name, expected):
+    with torch.device("meta"):
+        model = Phi(PhiConfig.from_name(name))
+    assert model.num_params() == expected
+    assert all(p.is_meta for p in model.parameters())
+
+
+def test_phi1_flops_per_token_follow_palm_appendix_b():
+    with torch.device("meta"):
+        model = Phi(PhiConfig.from_name("phi-1"))
+    assert model.flops_per_token() == 6 * 1_313_413_120 + 12 * 24 * 2048 * 2048
+    assert round(model.flops_per_token() / 1e9, 2) == 9.09
+
+
+def test_every_linear_has_a_bias_and_the_head_is_untied():
+    model = Phi(PhiConfig.from_name("tiny"))
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 4 * model.config.n_layer + 1
+    assert all(m.bias is not None for m in linears)
+    assert model.lm_head.weight.data_ptr() != model.embed_tokens.weight.data_ptr()
+
+
+def test_rotary_touches_only_the_first_rotary_dims_of_each_head():
+    torch.manual_seed(0)
+    config = PhiConfig.from_name("tiny")
+    model = Phi(config).eval()
+    attn = model.layers[0].self_attn
+    x = torch.randn(1, 5, config.n_embd)
+    q = attn.qkv(x)[..., : config.n_embd].view(1, 5, config.n_head, config.head_dim).transpose(1, 2)
+    from phi1.model import apply_rotary
+
+    cos, sin = model.rope_cos[None, None, :5], model.rope_sin[None, None, :5]
+    rotated = apply_rotary(q, cos, sin)
+    assert torch.equal(rotated[..., config.rotary_dim :], q[..., config.rotary_dim :])
+    assert torch.equal(rotated[:, :, 0], q[:, :, 0])  # position 0 is the identity rotation
+    assert not torch.allclose(rotated[:, :, 1:, : config.rotary_dim], q[:, :, 1:, : config.rotary_dim])
+
+
+def test_logits_are_causal_and_fp32():
+    torch.manual_seed(0)
+    model = Phi(PhiConfig.from_name("tiny")).eval()
+    idx = torch.randint(0, 4096, (2, 12))
+    changed = idx.clone()
+    changed[:, 8:] = (changed[:, 8:] + 1) % 4096
+    with torch.no_grad():
+        a, b = model(idx), model(changed)
+    assert a.dtype == torch.float32
+    torch.testing.assert_close(a[:, :8], b[:, :8])
+    assert not torch.allclose(a[:, 8:], b[:, 8:])
+
+
+def test_kv_cache_decoding_equals_the_full_forward():
+    torch.manual_seed(0)
+    model = Phi(PhiConfig.from_name("tiny")).eval()
+    idx = torch.randint(0, 4096, (2, 10))
+    with torch.no_grad():
+        full = model(idx)
+        model.setup_caches(batch_size=2, max_len=16)
+        prefix = model(idx[:, :6], cache_pos=0)
+        steps = [model(idx[:, t : t + 1], cache_pos=t) for t in range(6, 10)]
+        model.clear_caches()
+    torch.testing.assert_close(torch.cat([prefix, *steps], dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_meta_model_materializes_with_init_weights():
+    with torch.device("meta"):
+        model = Phi(PhiConfig.from_name("tiny"))
+    model.to_empty(device="cpu")
+    model.init_weights()
+    assert model.layers[0].input_layernorm.weight.eq(1).all()
+    assert model.lm_head.bias.eq(0).all()
+    assert 0.015 < model.lm_head.weight.std().item() < 0.025
+    assert torch.isfinite(model(torch.zeros(1, 4, dtype=torch.long))).all()
+
+
+def test_bad_config_values_name_the_field():
+    with pytest.raises(ValueError, match="n_head"):
+        PhiConfig(n_embd=100, n_head=3)
+    with pytest.raises(ValueError, match="preset"):
+        PhiConfig.from_name("phi-2")
+
+
+def test_config_from_experiment_yaml_and_describe(repo_root):
+    config = config_from_file(str(repo_root / "experiments" / "phi1.yaml"))
+    assert config == PhiConfig.from_name("phi-1", attn_dropout=0.1, resid_dropout=0.1)
+    assert "parameters: 1,418,270,720" in describe(config)
+
+
+def test_model_cli_prints_size_without_allocating(run_python, repo_root):
+    out = run_python("-m", "phi1.model", str(repo_root / "experiments" / "phi1-small.yaml"))
+    assert "parameters: 356,794,368" in out.stdout
+    assert "GFLOP" in out.stdout
+    bad = run_python("-m", "phi1.model", "nope.yaml", check=False)
+    assert bad.returncode != 0 and "nope.yaml" in bad.stderr
