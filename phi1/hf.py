@@ -40,9 +40,7 @@ def config_from_hf(hf: dict, source: str) -> PhiConfig:
     }
     for field, (got, want) in checks.items():
         if got != want:
-            raise ValueError(
-                f"{source}: config.json field {field}={got!r}; phi-1's architecture needs {want!r}"
-            )
+            raise ValueError(f"{source}: config.json field {field}={got!r}; phi-1's architecture needs {want!r}")
     n_head = hf["num_attention_heads"]
     head_dim = hf["hidden_size"] // n_head
     partial = rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", 0.5))
@@ -114,7 +112,7 @@ def state_dict_to_hf(ours: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for name, tensor in ours.items():
         prefix = "" if name.startswith("lm_head.") else "model."
         if ".self_attn.qkv." in name:
-            for p, part in zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3, dim=0)):
+            for p, part in zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3, dim=0), strict=True):
                 hf[prefix + name.replace("qkv", p)] = part.contiguous()
         else:
             hf[prefix + name] = tensor.contiguous()
@@ -130,9 +128,7 @@ def resolve(path_or_repo_id: str) -> Path:
         raise FileNotFoundError(f"{path_or_repo_id}: neither a checkpoint folder nor a hub id (owner/name)")
     from huggingface_hub import snapshot_download
 
-    return Path(
-        snapshot_download(path_or_repo_id, allow_patterns=["config.json", "*.safetensors", "*.json", "*.bin"])
-    )
+    return Path(snapshot_download(path_or_repo_id, allow_patterns=["config.json", "*.safetensors", "*.json", "*.bin"]))
 
 
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -187,9 +183,7 @@ def main(argv=None):
     )
     sub = parser.add_subparsers(dest="command", required=True)
     imp = sub.add_parser("import", help="PhiForCausalLM folder or hub id -> Lightning checkpoint of phi1")
-    imp.add_argument(
-        "src", help="local folder with config.json and weights, or a hub id such as microsoft/phi-1"
-    )
+    imp.add_argument("src", help="local folder with config.json and weights, or a hub id such as microsoft/phi-1")
     imp.add_argument("out", help="path of the .ckpt to write (must not exist)")
     exp = sub.add_parser("export", help="Lightning checkpoint of phi1 -> PhiForCausalLM folder")
     exp.add_argument("ckpt", help="a .ckpt written by `phi1.cli fit` or `phi1.hf import`")

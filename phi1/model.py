@@ -50,9 +50,7 @@ class PhiConfig:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         if self.rotary_dim % 2 or self.rotary_dim > self.head_dim:
-            raise ValueError(
-                f"rotary_dim={self.rotary_dim} must be even and at most head_dim={self.head_dim}"
-            )
+            raise ValueError(f"rotary_dim={self.rotary_dim} must be even and at most head_dim={self.head_dim}")
 
     @property
     def head_dim(self) -> int:
@@ -68,9 +66,7 @@ class PhiConfig:
 PRESETS = {
     "phi-1": dict(n_layer=24, n_embd=2048, n_head=32, mlp_dim=8192),  # 1,418,270,720 parameters
     "phi-1-small": dict(n_layer=20, n_embd=1024, n_head=16, mlp_dim=4096),  # 356,794,368 parameters
-    "tiny": dict(
-        vocab_size=4096, block_size=256, n_layer=4, n_embd=128, n_head=4, mlp_dim=512, rotary_dim=16
-    ),
+    "tiny": dict(vocab_size=4096, block_size=256, n_layer=4, n_embd=128, n_head=4, mlp_dim=512, rotary_dim=16),
 }
 
 
@@ -130,13 +126,7 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(cache_pos, k, v)  # (B, nh, S, hs)
         dropout = self.dropout if self.training else 0.0
-        if (
-            mask is None
-            and cache is None
-            and flash_attn_func is not None
-            and x.is_cuda
-            and x.dtype != torch.float32
-        ):
+        if mask is None and cache is None and flash_attn_func is not None and x.is_cuda and x.dtype != torch.float32:
             y = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout, causal=True)
             y = y.reshape(B, T, C)
         else:
@@ -144,9 +134,7 @@ class CausalSelfAttention(nn.Module):
                 S = k.shape[2]
                 mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
             is_causal = mask is None and cache is None
-            y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal
-            )
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal)
             y = y.transpose(1, 2).reshape(B, T, C)
         return self.dense(y)
 
@@ -226,9 +214,7 @@ class Phi(nn.Module):
         B, T = idx.shape
         if positions is None:
             if cache_pos + T > self.config.block_size:
-                raise ValueError(
-                    f"sequence of {cache_pos + T} tokens exceeds block_size={self.config.block_size}"
-                )
+                raise ValueError(f"sequence of {cache_pos + T} tokens exceeds block_size={self.config.block_size}")
             cos = self.rope_cos[None, None, cache_pos : cache_pos + T]  # (1, 1, T, rd)
             sin = self.rope_sin[None, None, cache_pos : cache_pos + T]
         else:

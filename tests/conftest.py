@@ -27,9 +27,7 @@ def run_python():
             env={**os.environ, **(env or {})},
         )
         if check and out.returncode != 0:
-            raise AssertionError(
-                f"python {' '.join(args)} exited {out.returncode}\n{out.stdout}\n{out.stderr}"
-            )
+            raise AssertionError(f"python {' '.join(args)} exited {out.returncode}\n{out.stdout}\n{out.stderr}")
         return out
 
     return run

@@ -49,11 +49,7 @@ def test_hf_model_converted_in_gives_equal_logits(tmp_path):
 
 def test_our_model_converted_out_loads_in_transformers_with_equal_logits(tmp_path):
     ours = randomized(
-        Phi(
-            PhiConfig(
-                vocab_size=512, block_size=64, n_layer=3, n_embd=128, n_head=4, mlp_dim=512, rotary_dim=16
-            )
-        )
+        Phi(PhiConfig(vocab_size=512, block_size=64, n_layer=3, n_embd=128, n_head=4, mlp_dim=512, rotary_dim=16))
     ).eval()
     to_hf(ours, tmp_path / "out")
     hf = transformers.PhiForCausalLM.from_pretrained(tmp_path / "out").eval()
@@ -93,13 +89,9 @@ def test_import_and_export_clis_round_trip(tmp_path, run_python):
     with torch.no_grad():
         torch.testing.assert_close(again(idx).logits, hf(idx).logits, atol=1e-6, rtol=1e-6)
     assert json.loads((tmp_path / "back" / "config.json").read_text())["model_type"] == "phi"
-    refused = run_python(
-        "-m", "phi1.hf", "export", str(tmp_path / "m.ckpt"), str(tmp_path / "back"), check=False
-    )
+    refused = run_python("-m", "phi1.hf", "export", str(tmp_path / "m.ckpt"), str(tmp_path / "back"), check=False)
     assert refused.returncode == 2 and "not empty" in refused.stderr
-    missing = run_python(
-        "-m", "phi1.hf", "import", str(tmp_path / "absent"), str(tmp_path / "x.ckpt"), check=False
-    )
+    missing = run_python("-m", "phi1.hf", "import", str(tmp_path / "absent"), str(tmp_path / "x.ckpt"), check=False)
     assert missing.returncode == 2 and "absent" in missing.stderr
 
 
