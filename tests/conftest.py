@@ -31,3 +31,33 @@ def run_python():
         return out
 
     return run
+
+
+def stdlib_sources(limit: int) -> list[Path]:
+    """The first `limit` (sorted) modules of the running interpreter's standard library: a real code corpus
+    every machine has."""
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    return sorted(p for p in root.glob("*.py"))[:limit]
+
+
+@pytest.fixture(scope="session")
+def code_tokenizer(tmp_path_factory) -> Path:
+    """A codegen-style tokenizer (1,000 BPE tokens + 38 whitespace tokens) trained on stdlib sources."""
+    from data_prep.train_tokenizer import save_tokenizer, train_tokenizer
+
+    path = tmp_path_factory.mktemp("tokenizer") / "tokenizer.json"
+    texts = (p.read_text(encoding="utf-8", errors="replace") for p in stdlib_sources(60))
+    save_tokenizer(train_tokenizer(texts, vocab_size=1000, show_progress=False), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def code_shards(tmp_path_factory, code_tokenizer) -> Path:
+    """Shards of 60 stdlib modules (about 500k tokens), built by the real builder."""
+    from data_prep.build_shards import build_shards
+
+    out = tmp_path_factory.mktemp("shards") / "code"
+    build_shards(code_tokenizer, out, stdlib_sources(60), shard_tokens=200_000)
+    return out

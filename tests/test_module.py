@@ -1,0 +1,110 @@
+from functools import partial
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from phi1.model import PhiConfig
+from phi1.module import PhiLitModule
+from phi1.schedule import WarmupDecayLR
+from phi1.throughput import ThroughputMonitor
+
+TINY = PhiConfig.from_name("tiny", vocab_size=64, block_size=32)
+
+
+def in_memory_batches(n=64, seq_len=32, batch_size=8):
+    """Batches of a learnable token stream: arithmetic sequences mod 64 with random starts and strides."""
+    g = torch.Generator().manual_seed(0)
+    start = torch.randint(0, 64, (n, 1), generator=g)
+    stride = torch.randint(1, 4, (n, 1), generator=g)
+    tokens = (start + stride * torch.arange(seq_len + 1)) % 64
+    return DataLoader([{"tokens": t} for t in tokens], batch_size=batch_size)
+
+
+def trainer(tmp_path, **kwargs):
+    return L.Trainer(
+        accelerator="cpu",
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        logger=L.pytorch.loggers.CSVLogger(tmp_path),
+        log_every_n_steps=1,
+        **kwargs,
+    )
+
+
+def test_loss_falls_on_in_memory_tokens(tmp_path):
+    torch.manual_seed(0)
+    module = PhiLitModule(TINY, optimizer=partial(torch.optim.AdamW, lr=3e-3))
+    t = trainer(tmp_path, max_steps=60, callbacks=[ThroughputMonitor(peak_flops=1e12)])
+    t.fit(module, train_dataloaders=in_memory_batches(), val_dataloaders=in_memory_batches(n=16))
+    logged = t.logged_metrics
+    assert logged["val/loss"] < 0.5 * torch.log(torch.tensor(64.0))
+    assert logged["val/perplexity"] == pytest.approx(logged["val/loss"].exp().item(), rel=1e-5)
+    assert logged["train/grad_norm"] > 0
+    assert logged["throughput/tokens_per_sec"] > 0 and 0 < logged["throughput/mfu"] < 1
+
+
+def test_weight_decay_skips_biases_layernorms_and_embedding():
+    module = PhiLitModule(TINY, optimizer=partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.1))
+    module.configure_model()
+    decay, no_decay = module.configure_optimizers().param_groups
+    names = {id(p): n for n, p in module.model.named_parameters()}
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert "lm_head.weight" in decayed and "layers.0.self_attn.qkv.weight" in decayed
+    assert not any(n.endswith("bias") or "layernorm" in n or n.startswith("embed") for n in decayed)
+    assert len(decay["params"]) + len(no_decay["params"]) == len(names)
+
+
+def test_loss_mask_leaves_prompt_tokens_out():
+    module = PhiLitModule(TINY)
+    module.configure_model()
+    tokens = torch.randint(0, 64, (2, 9))
+    mask = torch.ones_like(tokens)
+    mask[:, :5] = 0
+    masked, n = module.loss({"tokens": tokens, "loss_mask": mask})
+    assert n == 2 * 4
+    logits = module.model(tokens[:, :-1])
+    expected = torch.nn.functional.cross_entropy(logits[:, 4:].flatten(0, 1), tokens[:, 5:].flatten())
+    torch.testing.assert_close(masked, expected)
+
+
+def test_scheduler_steps_every_optimizer_step_and_must_match_max_steps(tmp_path):
+    module = PhiLitModule(
+        TINY,
+        optimizer=partial(torch.optim.AdamW, lr=1e-3),
+        scheduler=partial(WarmupDecayLR, warmup_steps=4, total_steps=8),
+    )
+    t = trainer(
+        tmp_path,
+        max_steps=8,
+        limit_val_batches=0,
+        callbacks=[L.pytorch.callbacks.LearningRateMonitor(logging_interval="step")],
+    )
+    t.fit(module, train_dataloaders=in_memory_batches())
+    assert t.optimizers[0].param_groups[0]["lr"] == 0.0  # decayed to the floor at step 8
+    t = trainer(tmp_path, max_steps=5, limit_val_batches=0)
+    with pytest.raises(ValueError, match="total_steps=8 differs from trainer.max_steps=5"):
+        t.fit(
+            PhiLitModule(TINY, scheduler=partial(WarmupDecayLR, warmup_steps=4, total_steps=8)),
+            train_dataloaders=in_memory_batches(),
+        )
+
+
+def test_init_from_loads_weights_and_checks_the_architecture(tmp_path):
+    from phi1.checkpoint import save_model
+    from phi1.model import Phi
+
+    source = Phi(TINY)
+    save_model(source, tmp_path / "init.ckpt")
+    module = PhiLitModule(
+        PhiConfig.from_name("tiny", vocab_size=64, block_size=32, attn_dropout=0.1),
+        init_from=str(tmp_path / "init.ckpt"),
+    )
+    module.configure_model()
+    torch.testing.assert_close(module.model.state_dict(), source.state_dict())
+    other = PhiLitModule(PhiConfig.from_name("tiny"), init_from=str(tmp_path / "init.ckpt"))
+    with pytest.raises(ValueError, match="vocab_size: 64 there, 4096 here"):
+        other.configure_model()
