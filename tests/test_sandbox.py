@@ -1,0 +1,300 @@
+"""The sandbox against hostile programs: each must fail (or pass harmlessly) and leave nothing behind.
+
+Every hostile program runs at each isolation level that works here (bwrap, unshare); a level that does not work is
+skipped with the reason. Level none gets only harmless programs: `kill -9 -1` as root there takes the machine down.
+"""
+
+import os
+import re
+import secrets
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from evals.sandbox import (
+    LEVELS,
+    SANDBOX_UID,
+    TAIL_CHARS,
+    Sandbox,
+    SandboxUnavailable,
+    detect_isolation,
+    why_unavailable,
+)
+
+CORRECT = "def add(a, b):\n    return a + b\n\nassert add(2, 3) == 5\n"
+
+
+def sandbox_processes() -> set[int]:
+    """Processes whose real uid is the sandbox's (as root, every sandboxed program runs as it)."""
+    pids = set()
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            if re.search(rf"^Uid:\s+{SANDBOX_UID}\s", status.read_text(), re.MULTILINE):
+                pids.add(int(status.parent.name))
+        except OSError:  # exited meanwhile
+            pass
+    return pids
+
+
+def processes_mentioning(marker: str) -> list[int]:
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker.encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            pass
+    return pids
+
+
+@pytest.fixture(params=["bwrap", "unshare"])
+def sandbox(request):
+    """A sandbox at each working isolation level; afterwards, no process of the sandbox uid may remain."""
+    if reason := why_unavailable(request.param):
+        pytest.skip(f"isolation level {request.param} is unavailable here: {reason}")
+    before = sandbox_processes()
+    yield Sandbox(timeout=2.0, memory_mb=512, level=request.param)
+    if os.geteuid() == 0:
+        assert not sandbox_processes() - before, "processes of the sandbox uid outlived their program"
+
+
+def test_a_correct_program_passes(sandbox):
+    assert sandbox.run(CORRECT).status == "passed"
+
+
+def test_a_failing_assertion_fails_with_its_reason(sandbox):
+    result = sandbox.run(CORRECT + "assert add(2, 2) == 5, 'arithmetic'\n")
+    assert not result.passed
+    assert result.status == "failed: AssertionError: arithmetic"
+    assert "add(2, 2) == 5" in result.stderr  # the traceback shows the program's source
+
+
+@pytest.mark.parametrize(
+    "early_exit",
+    [
+        "sys.exit(0)",
+        "os._exit(0)",
+        "exit()",
+        "quit()",
+        "raise SystemExit(0)",
+        "raise SystemExit",
+        "os.kill(os.getpid(), 9)",
+    ],
+)
+def test_exiting_before_the_tests_finish_does_not_pass(sandbox, early_exit):
+    result = sandbox.run(f"import os, sys\n{early_exit}\nassert False, 'the tests'\n")
+    assert not result.passed and result.status.startswith("failed:"), result.status
+
+
+def test_reading_its_own_source_argv_environment_and_descriptors_does_not_pass(sandbox):
+    program = """
+import os
+seen = [open("/proc/self/cmdline", "rb").read(), open("/proc/self/environ", "rb").read(), os.read(0, 1 << 16)]
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        os.set_blocking(int(fd), False)
+        seen.append(os.read(int(fd), 1 << 16))
+    except OSError:
+        pass
+for blob in seen:
+    print(blob.decode("utf-8", "replace"))
+os._exit(0)
+"""
+    result = sandbox.run(program)
+    assert not result.passed
+    assert result.status == "failed: exited before its tests finished (no completion token)"
+
+
+def test_an_infinite_loop_times_out(sandbox):
+    start = time.monotonic()
+    assert sandbox.run("while True:\n    pass\n").status == "timed out"
+    assert time.monotonic() - start < sandbox.timeout + 3
+
+
+def test_ignoring_sigterm_and_sigint_still_times_out(sandbox):
+    program = "import signal, time\nfor s in (signal.SIGTERM, signal.SIGINT):\n    signal.signal(s, signal.SIG_IGN)\n"
+    assert sandbox.run(program + "while True:\n    time.sleep(0.01)\n").status == "timed out"
+
+
+def test_a_fork_bomb_is_bounded_and_killed(sandbox):
+    program = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    assert not sandbox.run(program).passed
+    assert sandbox.run(CORRECT).passed  # the evaluator can still start programs
+
+
+def test_a_memory_flood_fails_with_memory_error(sandbox):
+    result = sandbox.run("hoard = []\nwhile True:\n    hoard.append(bytearray(1 << 24))\n")
+    assert result.status == "failed: MemoryError"
+
+
+@pytest.mark.parametrize("stream", ["sys.stdout", "sys.stderr"])
+def test_an_output_flood_is_capped(sandbox, stream):
+    result = sandbox.run(f"import sys\nwhile True:\n    {stream}.write('x' * 10000)\n")
+    assert result.status == "failed: OSError: [Errno 27] File too large"  # RLIMIT_FSIZE; Python ignores SIGXFSZ
+    assert len(result.stdout) <= TAIL_CHARS and len(result.stderr) <= TAIL_CHARS
+
+
+def test_filling_the_working_directory_stops_at_its_size_cap(sandbox):
+    program = "i = 0\nwhile True:\n    open(f'f{i}', 'wb').write(b'x' * (1 << 20))\n    i += 1\n"
+    assert sandbox.run(program).status.startswith("failed: OSError: [Errno 28] No space left on device")
+
+
+def test_files_outside_the_working_directory_are_out_of_reach(sandbox, tmp_path, repo_root):
+    tmp_path.chmod(0o777)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    victim.chmod(0o666)
+    targets = [victim, tmp_path / "planted.txt", repo_root / "planted.txt", repo_root / "evals" / "__init__.py"]
+    program = f"""
+import os
+assert os.listdir(".") == [] and os.getcwd() == os.environ["HOME"], "not a fresh empty working directory"
+open("mine.txt", "w").write("allowed")
+for target in {[str(path) for path in targets]!r}:
+    for attempt in (lambda: open(target, "a").write("pwned"), lambda: os.remove(target)):
+        try:
+            attempt()
+            print("CHANGED", target)
+        except OSError:
+            pass
+"""
+    result = sandbox.run(program)
+    assert result.passed, result.stderr
+    assert "CHANGED" not in result.stdout
+    assert victim.read_text() == "precious"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["victim.txt"]
+    assert not (repo_root / "planted.txt").exists()
+    assert sandbox.run("import os\nassert os.listdir('.') == []\n").passed  # the next program starts empty
+
+
+def test_the_parents_secrets_are_invisible(sandbox, monkeypatch):
+    secret = "phi1-" + secrets.token_hex(16)
+    monkeypatch.setenv("PHI1_TEST_SECRET", secret)
+    program = """
+import os
+print(dict(os.environ))
+for pid in os.listdir("/proc"):
+    for name in ("environ", "cmdline"):
+        try:
+            print(pid, name, open(f"/proc/{pid}/{name}", "rb").read())
+        except OSError:
+            pass
+"""
+    result = sandbox.run(program)
+    assert result.passed, result.stderr
+    assert "PHI1_TEST_SECRET" not in result.stdout and secret not in result.stdout
+    assert str(os.getpid()) + " environ" not in result.stdout
+
+
+def test_the_network_is_unreachable(sandbox):
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        program = f"""
+import socket
+try:
+    socket.create_connection(("127.0.0.1", {port}), timeout=1)
+    print("CONNECTED")
+except OSError as error:
+    print("refused:", error)
+"""
+        result = sandbox.run(program)
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+    assert result.passed and "CONNECTED" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "os.kill(os.getppid(), signal.SIGKILL)",
+        "os.kill(-1, signal.SIGKILL)",
+        "os.killpg(0, signal.SIGKILL)",
+        "subprocess.run(['kill', '-9', '-1'])",
+        "os.kill(1, signal.SIGKILL)",
+    ],
+)
+def test_killing_everything_in_reach_harms_neither_the_evaluator_nor_other_programs(sandbox, attack):
+    hostile = f"import os, signal, subprocess, time\n{attack}\ntime.sleep(0.5)\nassert False, 'still alive'\n"
+    bystander = "import time\ntime.sleep(1)\n" + CORRECT
+    results = sandbox.run_many([bystander, hostile, bystander], workers=3, progress=False)
+    assert [result.passed for result in results] == [True, False, True], [result.status for result in results]
+
+
+def test_a_daemon_dies_with_its_program(sandbox, tmp_path):
+    tmp_path.chmod(0o777)
+    marker = f"{secrets.randbelow(10**6)}.{secrets.randbelow(10**6)}"  # a sleep duration nothing else uses
+    alive = tmp_path / "daemon-was-alive"
+    script = f"sleep 1; echo alive > {alive}; exec sleep {marker}"
+    program = f"""
+import os, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execv("/bin/sh", ["sh", "-c", {script!r}])
+    os._exit(0)
+os.wait()
+def daemon_running():
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if b"{marker}" in open(f"/proc/{{pid}}/cmdline", "rb").read():
+                return True
+        except OSError:
+            pass
+    return False
+deadline = time.monotonic() + 1.5
+while not daemon_running() and time.monotonic() < deadline:
+    time.sleep(0.02)
+assert daemon_running(), "the daemon never started"
+{CORRECT}"""
+    result = sandbox.run(program)
+    assert result.passed, result.stderr
+    assert not processes_mentioning(marker), "the daemon survived its program"
+    time.sleep(1.5)
+    assert not alive.exists() and not processes_mentioning(marker)
+
+
+def test_stdin_is_closed(sandbox):
+    assert sandbox.run("input()\n").status.startswith("failed: EOFError")
+
+
+def test_programs_run_unprivileged_without_network_or_host_processes(sandbox):
+    program = """
+import os, socket
+assert os.getuid() != 0
+assert [name for _, name in socket.if_nameindex()] == ["lo"]
+assert len([pid for pid in os.listdir("/proc") if pid.isdigit()]) < 5
+"""
+    assert sandbox.run(program).passed
+
+
+def test_detect_isolation_names_a_level_that_works():
+    level = detect_isolation()
+    assert level in LEVELS and why_unavailable(level) is None
+
+
+def test_level_none_is_refused_unless_the_caller_accepts_the_risk():
+    with pytest.raises(SandboxUnavailable, match="allow_unsafe=True"):
+        Sandbox(level="none")
+
+
+def test_level_none_still_grades_by_the_completion_token():
+    sandbox = Sandbox(timeout=5.0, level="none", allow_unsafe=True)
+    results = sandbox.run_many([CORRECT, "import sys\nsys.exit(0)\n", "import os\nos._exit(0)\n"], progress=False)
+    assert [result.passed for result in results] == [True, False, False]
+
+
+def test_bad_settings_are_rejected_by_name():
+    with pytest.raises(ValueError, match="level"):
+        Sandbox(level="docker")
+    with pytest.raises(ValueError, match="timeout"):
+        Sandbox(timeout=0)
+    with pytest.raises(ValueError, match="memory_mb"):
+        Sandbox(memory_mb=-1)
+
+
+def test_run_many_returns_results_in_the_order_of_the_programs():
+    programs = [CORRECT if i % 3 else "assert False\n" for i in range(12)]
+    results = Sandbox(allow_unsafe=True).run_many(programs, workers=4, progress=False)
+    assert [result.passed for result in results] == [bool(i % 3) for i in range(12)]
