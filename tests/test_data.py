@@ -1,3 +1,4 @@
+import itertools
 import json
 import shutil
 from functools import partial
@@ -23,7 +24,7 @@ def test_blocks_round_trip_to_the_documents(code_shards, code_tokenizer):
     source = dm.sources[0]
     blocks = [source.block(i)[0] for i in range(source.num_blocks)]
     assert all(len(b) == SEQ + 1 for b in blocks)
-    assert all(a[-1] == b[0] for a, b in zip(blocks, blocks[1:]))  # consecutive blocks share one token
+    assert all(a[-1] == b[0] for a, b in itertools.pairwise(blocks))  # consecutive blocks share one token
     stream = np.concatenate([b[:-1] for b in blocks] + [blocks[-1][-1:]])
     whole = np.concatenate([np.asarray(s) for s in open_shards(code_shards)])
     assert np.array_equal(stream, whole[: len(stream)]) and len(whole) - len(stream) < SEQ
