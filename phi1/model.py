@@ -204,12 +204,14 @@ class Phi(nn.Module):
         positions: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         cache_pos: int = 0,
+        last_only: bool = False,
     ) -> torch.Tensor:
         """idx (B, T) token ids -> logits (B, T, vocab_size) in fp32.
 
         Training passes idx alone (causal attention). Decoding with `setup_caches()` passes `cache_pos`, the
         cache slot of idx[:, 0]; `positions` (B, T) are per-row rotary positions (default cache_pos + arange(T))
         and `mask` a boolean (B, 1, T, S) of keys each query may see, for left-padded batches.
+        `last_only` computes the logits of the last position alone (B, 1, vocab_size), as decoding needs.
         """
         B, T = idx.shape
         if positions is None:
@@ -225,6 +227,8 @@ class Phi(nn.Module):
         x = self.embed_tokens(idx)  # (B, T, C)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, mask, self.caches[i] if self.caches else None, cache_pos)
+        if last_only:
+            x = x[:, -1:]
         x = self.final_layernorm(x)
         return self.lm_head(x).float()
 
