@@ -111,6 +111,7 @@ def test_ddp_two_processes_resume_exactly(tmp_path, code_shards, run_python, rep
                 "val_check_interval": 100,
                 "enable_progress_bar": False,
                 "logger": False,
+                "default_root_dir": str(out),
                 "callbacks": [
                     {
                         "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
