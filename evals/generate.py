@@ -39,14 +39,23 @@ def sample_completions(
     progress: bool = True,
 ) -> Iterator[dict]:
     """One {"task_id", "completion"} per job (a problem listed once per sample wanted), batched by prompt
-    length to waste little on padding; completions are cut at the problem's first stop string."""
-    order = sorted(range(len(jobs)), key=lambda i: len(jobs[i].prompt))
+    length to waste little on padding; completions are cut at the problem's first stop string. A prompt
+    longer than the context leaves for `max_new_tokens` keeps its end, with a note on stderr."""
+    room = model.config.block_size - max_new_tokens
+    if room < 1:
+        raise ValueError(
+            f"max_new_tokens={max_new_tokens} leaves no room for a prompt in block_size={room + max_new_tokens}"
+        )
+    encoded = [tokenizer.encode(p.prompt).ids for p in jobs]
+    if cut := sum(len(ids) > room for ids in encoded):
+        print(f"note: {cut} of {len(jobs)} prompts exceed {room} tokens and keep only their end", file=sys.stderr)
+    order = sorted(range(len(jobs)), key=lambda i: len(encoded[i]))
     eos = eos_id(tokenizer)
     generator = torch.Generator(model.lm_head.weight.device).manual_seed(seed)
     with tqdm(total=len(jobs), desc="generating", unit="sample", disable=not progress) as bar:
         for start in range(0, len(order), batch_size):
             batch = [jobs[i] for i in order[start : start + batch_size]]
-            prompts = [tokenizer.encode(p.prompt).ids for p in batch]
+            prompts = [encoded[i][-room:] for i in order[start : start + batch_size]]
             stop = sorted({s for p in batch for s in p.stop})
             decode = tokenizer.decode
             outputs = generate(model, prompts, max_new_tokens, eos, temperature, top_p, stop, decode, generator)
@@ -101,6 +110,8 @@ def main(argv=None):
         model = load_model(args.checkpoint).to(device=args.device, dtype=getattr(torch, args.dtype)).eval()
     except (OSError, ValueError) as error:
         parser.error(str(error))
+    if args.max_new_tokens >= model.config.block_size:
+        parser.error(f"--max-new-tokens {args.max_new_tokens} leaves no room in the model's {model.config.block_size}")
     done = read_done(out) if args.resume and out.exists() else Counter()
     jobs = [p for p in problems for _ in range(max(0, args.n - done[p.task_id]))]
     with open(out, "a" if args.resume else "w", encoding="utf-8") as file:
