@@ -7,6 +7,9 @@ the bare ``Tokenizer.encode_batch`` of the same texts in the same process, both 
 goal is a ratio of at least 0.9 with one worker. The corpus is the running interpreter's standard library
 sources (as in ``data_prep.demo_corpus``) written to a JSONL file; without ``--tokenizer`` a 4096-token
 codegen-style tokenizer is trained on it first (not timed).
+
+Section "load": batches of ``seq_len + 1`` tokens out of ``phi1.data.PackedDataModule``'s train loader (at 0
+and 2 workers) against a raw memmap read of the same blocks into the same int64 array, in tokens per second.
 """
 
 import argparse
@@ -15,9 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from data_prep.build_shards import build_shards
 from data_prep.demo_corpus import standard_library_files
 from data_prep.train_tokenizer import save_tokenizer, train_tokenizer
+from phi1.data import PackedDataModule
+from phi1.shards import open_shards
 from phi1.tokenizer import load_tokenizer
 
 
@@ -51,6 +59,31 @@ def bench_build(tokenizer_path: Path, corpus: Path, texts: list[str], workdir: P
         print(f"{label:<27}{best[count]:12,.0f} tokens/s  ratio {best[count] / best['bare']:.3f}")
 
 
+def bench_load(shards: Path, seq_len: int = 2048, batch_size: int = 8, batches: int = 200):
+    """Tokens per second out of the DataModule vs reading the same blocks from the memmap by hand."""
+    dm = PackedDataModule({str(shards): 1.0}, seq_len=seq_len, batch_size=batch_size)
+    dm.setup()
+    picks = dm.order.samples(0, batches * batch_size)
+    (memmap,) = open_shards(shards)  # one shard: the raw read is a plain slice
+    tokens = batches * batch_size * (seq_len + 1)
+
+    start = time.perf_counter()
+    for b in range(batches):
+        rows = [memmap[i * seq_len : (i + 1) * seq_len + 1] for _, i in picks[b * batch_size : (b + 1) * batch_size]]
+        torch.from_numpy(np.stack(rows).astype(np.int64))
+    raw = tokens / (time.perf_counter() - start)
+    print(f"raw memmap read:           {raw:12,.0f} tokens/s  ({batches} batches of {batch_size} x {seq_len + 1})")
+    for workers in (0, 2):
+        dm.num_workers = workers
+        loader = iter(dm.train_dataloader())
+        next(loader)  # worker start-up is not throughput
+        start = time.perf_counter()
+        for _ in range(batches):
+            next(loader)
+        rate = tokens / (time.perf_counter() - start)
+        print(f"DataModule, {workers} workers:     {rate:12,.0f} tokens/s  ratio {rate / raw:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokenizer", type=Path, help="tokenizer.json (default: train a 4096-token one)")
@@ -68,6 +101,8 @@ def main() -> None:
             save_tokenizer(train_tokenizer(texts, 4096, show_progress=False), tokenizer_path)
         print(f"== build: {sum(map(len, texts)) / 1e6:.1f} MB of Python in {len(texts)} documents")
         bench_build(tokenizer_path, corpus, texts, workdir, args.workers, args.repeats)
+        print("== load")
+        bench_load(workdir / f"shards_{args.workers[0]}")
 
 
 if __name__ == "__main__":

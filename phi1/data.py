@@ -221,7 +221,7 @@ class PackedDataModule(L.LightningDataModule):
         batches = TrainBatches(
             self.sources, self.order, self.batch_size, rank, world, self.consumed_samples // per_step, self.with_mask
         )
-        return DataLoader(batches, batch_size=None, num_workers=self.num_workers, pin_memory=True)
+        return DataLoader(batches, batch_size=None, num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
 
     def val_dataloader(self):
         blocks = ValBlocks(self.sources, self.train_blocks, self.with_mask)
