@@ -175,3 +175,30 @@ def test_setup_names_the_mismatch(tmp_path, code_shards):
         PackedDataModule({str(code_shards): 1.0, str(other): 1.0}).setup()
     with pytest.raises(ValueError, match="does not exist"):
         PackedDataModule({str(tmp_path / "absent"): 1.0}).setup()
+
+
+def test_mask_prompt_serves_loss_masks_from_exercise_shards(tmp_path, code_tokenizer):
+    from data_prep.build_shards import build_shards
+
+    exercises = tmp_path / "exercises.jsonl"
+    rows = [
+        {"prompt": f'def f{i}(x):\n    """Return x plus {i}."""\n', "completion": f"    return x + {i}\n"}
+        for i in range(200)
+    ]
+    exercises.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    shards = tmp_path / "shards"
+    build_shards(code_tokenizer, shards, [exercises], field="completion", prompt_field="prompt")
+    tokenizer = load_tokenizer(code_tokenizer)
+
+    masked = PackedDataModule({str(shards): 1.0}, seq_len=SEQ, batch_size=4, num_workers=0, mask_prompt=True)
+    masked.setup()
+    batch = next(iter(masked.train_dataloader()))
+    assert batch["loss_mask"].shape == batch["tokens"].shape == (4, SEQ + 1)
+    for tokens, mask in zip(batch["tokens"], batch["loss_mask"], strict=True):
+        in_loss = tokenizer.decode(tokens[mask == 1].tolist())
+        left_out = tokenizer.decode(tokens[mask == 0].tolist())
+        assert "return x +" in in_loss and "return" not in left_out
+        assert '"""Return x plus' in left_out and "Return x plus" not in in_loss
+    plain = PackedDataModule({str(shards): 1.0}, seq_len=SEQ, batch_size=4, num_workers=0)
+    plain.setup()
+    assert "loss_mask" not in next(iter(plain.train_dataloader()))
