@@ -125,7 +125,7 @@ def resolve(path_or_repo_id: str) -> Path:
     if path.is_dir():
         return path
     if path.exists() or path_or_repo_id.count("/") != 1:
-        raise FileNotFoundError(f"{path_or_repo_id}: neither a checkpoint folder nor a hub id (owner/name)")
+        raise FileNotFoundError(f"{path_or_repo_id}: no such checkpoint file or folder, and not a hub id (owner/name)")
     from huggingface_hub import snapshot_download
 
     return Path(snapshot_download(path_or_repo_id, allow_patterns=["config.json", "*.safetensors", "*.json", "*.bin"]))
