@@ -24,7 +24,7 @@ At the namespace levels, the namespace's PID 1 is a sandbox init we own. When th
 and we SIGKILL that init, the kernel kills every process left in the namespace (daemons that called `setsid`
 included) before the init is reaped, so nothing is left running when `run` returns.
 
-Grading. A pass needs exit status 0 *and* a completion handshake. RUNNER (given with -c; it holds no secret) reads
+Grading. A pass needs exit status 0 *and* a completion handshake. RUNNER (in argv; it holds no secret) reads
 the program from stdin, points stdin at /dev/null, sets the rlimits and runs the program. Only after the program
 returns does it write "done" on a socket inherited from the harness; the harness answers with a fresh
 `secrets.token_hex` and the runner echoes it back. Until then the token exists only in the harness, so it is in no
@@ -36,6 +36,7 @@ to see in the completion; nothing short of it passes.
 
 import contextlib
 import functools
+import marshal
 import math
 import os
 import secrets
@@ -76,16 +77,17 @@ DROP_PRIVILEGES = (
     "--",
 )
 
-# argv: control socket fd, then the limits for RLIMIT_AS, _CPU, _FSIZE, _NPROC, _NOFILE, _CORE. It imports only
-# what the interpreter has loaded anyway (start-up time is most of a run); traceback only to report a failure.
+# argv: control socket fd, then the limits for RLIMIT_AS, _CPU, _FSIZE, _NPROC, _NOFILE, _CORE. Start-up is most of a
+# run, so it imports only modules the interpreter has loaded anyway (posix, not os: under -S, importing os and what
+# it pulls in costs more than the rest of the runner) plus resource; traceback only to report a failure.
 RUNNER = r"""
-import os, resource, sys, types
+import posix, resource, sys
 control = int(sys.argv[1])
-os.set_inheritable(control, False)
+posix.set_inheritable(control, False)
 source = sys.stdin.buffer.read().decode("utf-8", "surrogatepass")
-null = os.open(os.devnull, os.O_RDONLY)
-os.dup2(null, 0)
-os.close(null)
+null = posix.open("/dev/null", posix.O_RDONLY)
+posix.dup2(null, 0)
+posix.close(null)
 for name, value in zip(("AS", "CPU", "FSIZE", "NPROC", "NOFILE", "CORE"), map(int, sys.argv[2:])):
     limit = getattr(resource, "RLIMIT_" + name)
     hard = resource.getrlimit(limit)[1]
@@ -99,34 +101,39 @@ def flush():
         except Exception:
             pass
 
-program = types.ModuleType("__program__")
+program = type(sys)("__program__")
 sys.modules["__program__"] = program
-runner = os.getpid()  # a child the program forks falls through to here too: only the runner reports
+runner = posix.getpid()  # a child the program forks falls through to here too: only the runner reports
 try:
-    exec(compile(source, "<program>", "exec"), vars(program))
+    exec(source, vars(program))  # not compile(source, ...): its first call spends ~3 ms building the ast module
 except BaseException as error:
-    if os.getpid() == runner:
+    if posix.getpid() == runner:
         vars(program).clear()  # frees what a memory flood holds, so that the report can be written
         reason = type(error).__name__
         try:
             import linecache, traceback
             reason = traceback.format_exception_only(type(error), error)[-1].strip().replace("\n", " ")
-            linecache.cache["<program>"] = (len(source), None, source.splitlines(True), "<program>")
+            linecache.cache["<string>"] = (len(source), None, source.splitlines(True), "<string>")
             traceback.print_exception(type(error), error, error.__traceback__.tb_next)
         except BaseException:
             pass  # no memory left, or stderr is full: what we have is report enough
-        os.write(control, b"raised " + reason.encode("utf-8", "replace")[:500] + b"\n")
+        posix.write(control, b"raised " + reason.encode("utf-8", "replace")[:500] + b"\n")
     flush()
-    os._exit(1)
+    posix._exit(1)
 flush()
-if os.getpid() == runner:
-    os.write(control, b"done\n")
+if posix.getpid() == runner:
+    posix.write(control, b"done\n")
     token = b""
-    while not token.endswith(b"\n") and (chunk := os.read(control, 64)):
+    while not token.endswith(b"\n") and (chunk := posix.read(control, 64)):
         token += chunk
-    os.write(control, token)
-os._exit(0)
+    posix.write(control, token)
+posix._exit(0)
 """
+
+# The runner travels compiled, as argv[1]: compiling its source would cost about 1 ms a program. marshal's format is
+# this interpreter's own, and the sandbox runs this same interpreter (`interpreter`).
+LOAD_RUNNER = "import marshal, sys; exec(marshal.loads(bytes.fromhex(sys.argv.pop(1))))"
+RUNNER_CODE = marshal.dumps(compile(RUNNER, "<runner>", "exec")).hex()
 
 # The probe passes only where the isolation really holds; {prefix} guards against an interpreter that
 # cannot see its own install and silently picks up another standard library.
@@ -209,7 +216,7 @@ def _unshare_arguments() -> tuple[str, ...]:
 
 def _command(level: str, control_fd: int, timeout: float, memory_mb: int) -> list[str]:
     limits = (memory_mb << 20, math.ceil(timeout) + 1, OUTPUT_LIMIT_BYTES, MAX_PROCESSES, MAX_OPEN_FILES, 0)
-    python = [interpreter(), "-I", "-S", "-c", RUNNER, str(control_fd), *map(str, limits)]
+    python = [interpreter(), "-I", "-S", "-c", LOAD_RUNNER, RUNNER_CODE, str(control_fd), *map(str, limits)]
     if level == "bwrap":
         return [*_bwrap_arguments(), *python]
     if level == "unshare":
@@ -277,7 +284,7 @@ def _end(process: subprocess.Popen, level: str) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5)
+            _wait(process, time.monotonic() + 5)
     process.kill()
     process.wait()
     if level == "none":  # children that called setsid escape this: one reason level none needs allow_unsafe
