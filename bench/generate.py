@@ -14,7 +14,7 @@ import torch
 import transformers
 
 from phi1.generate import generate
-from phi1.hf import config_to_hf, state_dict_to_hf
+from phi1.hf import to_transformers
 from phi1.model import Phi, PhiConfig
 
 
@@ -40,8 +40,7 @@ def main():
         rotary_dim=args.hidden // args.heads // 2,
     )
     ours = Phi(config).eval()
-    hf = transformers.PhiForCausalLM(transformers.PhiConfig(**config_to_hf(config, eos_id=0))).eval()
-    hf.load_state_dict(state_dict_to_hf(ours.state_dict()))
+    hf = to_transformers(ours, eos_id=0).eval()
     hf.generation_config.pad_token_id = 0
     prompts = [torch.randint(1, args.vocab, (n,)).tolist() for n in torch.linspace(40, 200, args.batch).int()]
     L = max(map(len, prompts))

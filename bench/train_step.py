@@ -12,7 +12,7 @@ import time
 import torch
 import transformers
 
-from phi1.hf import config_to_hf, state_dict_to_hf
+from phi1.hf import to_transformers
 from phi1.model import Phi, PhiConfig
 
 
@@ -48,8 +48,7 @@ def main():
         rotary_dim=args.hidden // args.heads // 2,
     )
     ours = Phi(config).train()
-    hf = transformers.PhiForCausalLM(transformers.PhiConfig(**config_to_hf(config, eos_id=0))).train()
-    hf.load_state_dict(state_dict_to_hf(ours.state_dict()))
+    hf = to_transformers(ours, eos_id=0).train()
     models = {
         "phi1": (ours, lambda m, x: m(x)),
         "transformers": (hf, lambda m, x: m(input_ids=x).logits.float()),

@@ -177,6 +177,15 @@ def to_hf(model: Phi, out_dir: str | Path, eos_id: int = 50256) -> Path:
     return out
 
 
+def to_transformers(model: Phi, eos_id: int = 50256):
+    """The same model as an in-memory `transformers.PhiForCausalLM` (needs `transformers`)."""
+    import transformers
+
+    hf = transformers.PhiForCausalLM(transformers.PhiConfig(**config_to_hf(model.config, eos_id)))
+    hf.load_state_dict(state_dict_to_hf(model.state_dict()))
+    return hf
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m phi1.hf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -101,3 +101,13 @@ def test_checkpoint_save_refuses_to_overwrite(tmp_path):
     with pytest.raises(FileExistsError):
         save_model(model, tmp_path / "a.ckpt")
     torch.testing.assert_close(load_model(str(tmp_path / "a.ckpt")).state_dict(), model.state_dict())
+
+
+def test_in_memory_twin_gives_equal_logits():
+    from phi1.hf import to_transformers
+
+    ours = randomized(Phi(PhiConfig.from_name("tiny", vocab_size=512, block_size=64))).eval()
+    twin = to_transformers(ours, eos_id=0).eval()
+    idx = torch.randint(0, 512, (2, 30))
+    with torch.no_grad():
+        torch.testing.assert_close(twin(idx).logits.float(), ours(idx), atol=1e-5, rtol=1e-5)
