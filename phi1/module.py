@@ -96,10 +96,9 @@ class PhiLitModule(L.LightningModule):
         self.val_loss.reset()
 
     def on_before_optimizer_step(self, optimizer):
-        """Gradient norm before clipping, on the steps that are logged."""
-        if self.trainer.global_step % self.trainer.log_every_n_steps == 0:
-            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-            self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads))
+        """Gradient norm before clipping (one fused pass over the gradients; the logger keeps every n-th)."""
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads))
 
     def configure_optimizers(self):
         decay, no_decay = [], []
