@@ -37,13 +37,13 @@ class PackedSource:
         self.tokens = self.masks = None
 
     def read(self, arrays: list[np.ndarray], start: int, n: int) -> np.ndarray:
-        """A copy of tokens start..start+n of the stream, which may cross shard files."""
+        """Tokens start..start+n of the stream, which may cross shard files (a view when they do not)."""
         pieces, shard = [], int(np.searchsorted(self.starts, start, side="right")) - 1
         while n > 0:
             piece = arrays[shard][start - self.starts[shard] : start - self.starts[shard] + n]
             pieces.append(piece)
             start, n, shard = start + len(piece), n - len(piece), shard + 1
-        return np.concatenate(pieces)
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
     def block(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
         if self.tokens is None:
@@ -65,11 +65,14 @@ class MixtureOrder:
         self.counts_before = [np.zeros(len(weights), dtype=np.int64)]  # per chunk: picks of each source before it
         self.cached_chunk, self.cached_perm = None, {}
 
-    def choices(self, chunk: int) -> np.ndarray:
-        if self.cached_chunk is None or self.cached_chunk[0] != chunk:
-            rng = np.random.default_rng([self.seed, 0, chunk])
-            self.cached_chunk = (chunk, rng.choice(len(self.p), size=self.CHUNK, p=self.p))
-        return self.cached_chunk[1]
+    def chunk(self, c: int) -> tuple[np.ndarray, np.ndarray]:
+        """Source choices of chunk c (CHUNK,), and picks of each source before each of them (CHUNK, sources)."""
+        if self.cached_chunk is None or self.cached_chunk[0] != c:
+            choices = np.random.default_rng([self.seed, 0, c]).choice(len(self.p), size=self.CHUNK, p=self.p)
+            picked = choices[:, None] == np.arange(len(self.p))
+            before = np.cumsum(picked, axis=0, dtype=np.int32) - picked
+            self.cached_chunk = (c, choices, before)
+        return self.cached_chunk[1], self.cached_chunk[2]
 
     def permutation(self, source: int, epoch: int) -> np.ndarray:
         if self.cached_perm.get(source, (None,))[0] != epoch:
@@ -78,18 +81,16 @@ class MixtureOrder:
         return self.cached_perm[source][1]
 
     def samples(self, start: int, n: int) -> list[tuple[int, int]]:
-        chunk, offset = divmod(start, self.CHUNK)
-        while len(self.counts_before) <= chunk:
-            c = len(self.counts_before) - 1
-            self.counts_before.append(self.counts_before[c] + np.bincount(self.choices(c), minlength=len(self.p)))
-        counts = self.counts_before[chunk] + np.bincount(self.choices(chunk)[:offset], minlength=len(self.p))
         out = []
         for i in range(start, start + n):
-            chunk, offset = divmod(i, self.CHUNK)
-            source = int(self.choices(chunk)[offset])
-            epoch, k = divmod(int(counts[source]), self.train_blocks[source])
+            c, offset = divmod(i, self.CHUNK)
+            while len(self.counts_before) <= c:
+                choices, before = self.chunk(len(self.counts_before) - 1)
+                self.counts_before.append(self.counts_before[-1] + before[-1] + (choices[-1] == np.arange(len(self.p))))
+            choices, before = self.chunk(c)
+            source = int(choices[offset])
+            epoch, k = divmod(int(self.counts_before[c][source] + before[offset, source]), self.train_blocks[source])
             out.append((source, int(self.permutation(source, epoch)[k])))
-            counts[source] += 1
         return out
 
 
