@@ -47,15 +47,17 @@ def test_mixing_weights_and_epochs():
     assert order.samples(70_000, 5) == MixtureOrder([50, 1000], [0.2, 0.8], seed=7).samples(70_000, 5)
 
 
-def test_ranks_and_workers_see_disjoint_samples():
-    order = MixtureOrder([10_000], [1.0], seed=0)
-    seen = []
-    for rank in range(2):
-        batches = TrainBatches([None], order, 4, rank, 2, 0, False)
-        for b in range(3):
-            first = (b * batches.world_size + rank) * batches.batch_size
-            seen += [i for _, i in order.samples(first, 4)]
-    assert len(seen) == len(set(seen)) == 24
+def test_ranks_see_disjoint_blocks_that_together_follow_the_global_order(code_shards):
+    dm = PackedDataModule({str(code_shards): 1.0}, seq_len=SEQ, batch_size=4, num_workers=0)
+    dm.setup()
+    ranks = [itertools.islice(iter(TrainBatches(dm.sources, dm.order, 4, r, 2, 0, False)), 3) for r in range(2)]
+    rank0, rank1 = ([b["tokens"] for b in batches] for batches in ranks)
+    single = list(itertools.islice(iter(TrainBatches(dm.sources, dm.order, 4, 0, 1, 0, False)), 6))
+    for step in range(3):  # global batch `step` = rank 0's rows then rank 1's
+        together = torch.cat([rank0[step], rank1[step]])
+        assert torch.equal(together, torch.cat([single[2 * step]["tokens"], single[2 * step + 1]["tokens"]]))
+    rows = {tuple(row.tolist()) for batch in rank0 + rank1 for row in batch}
+    assert len(rows) == 24
 
 
 def fit(tmp_path, shards, max_steps, ckpt_path=None, num_workers=0, **data):
