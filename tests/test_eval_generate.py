@@ -3,12 +3,12 @@ import json
 import lightning as L
 import pytest
 import torch
+from test_module import in_memory_batches
 
 from evals.callback import PassAtOneCallback
 from phi1.checkpoint import save_model
 from phi1.model import Phi, PhiConfig
 from phi1.module import PhiLitModule
-from test_module import in_memory_batches
 
 HUMANEVAL_STOPS = ["\nclass", "\ndef", "\n#", "\nif", "\nprint", "\n@"]
 
