@@ -27,7 +27,7 @@ class PassAtOneCallback(L.Callback):
         limit: int | None = None,
         max_new_tokens: int = 384,
         batch_size: int = 16,
-        timeout: float = 10.0,
+        timeout: float = 20.0,
         workers: int | None = None,
     ):
         """

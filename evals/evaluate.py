@@ -86,7 +86,9 @@ def parse_arguments(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser
     parser.add_argument("--samples", required=True, help="JSONL of {task_id, completion}")
     parser.add_argument("--out", required=True, help="JSONL to write, one row per sample")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per program, wall clock")
+    parser.add_argument(
+        "--timeout", type=float, default=20.0, help="seconds per program, wall clock (MBPP task 123 needs ~7-11 s)"
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="programs run at once")
     parser.add_argument("--memory-mb", type=int, default=4096, help="address-space limit per program")
     parser.add_argument(

@@ -382,7 +382,7 @@ class Sandbox:
     """Runs programs at one isolation level with one timeout (seconds, wall clock) and address-space limit."""
 
     def __init__(
-        self, timeout: float = 10.0, memory_mb: int = 4096, level: str | None = None, allow_unsafe: bool = False
+        self, timeout: float = 20.0, memory_mb: int = 4096, level: str | None = None, allow_unsafe: bool = False
     ):
         if timeout <= 0:
             raise ValueError(f"timeout must be positive seconds, got {timeout}")
