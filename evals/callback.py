@@ -42,13 +42,15 @@ class PassAtOneCallback(L.Callback):
         self.tokenizer_source, self.every_n_steps = tokenizer, every_n_steps
         self.benchmark, self.data, self.limit = benchmark, data, limit
         self.max_new_tokens, self.batch_size, self.timeout, self.workers = max_new_tokens, batch_size, timeout, workers
-        self.last_step = -1
 
     def setup(self, trainer, pl_module, stage):
         """Fail at start-up, not hours in, on a bad benchmark, tokenizer or sandbox."""
         self.tokenizer = load_tokenizer(self.tokenizer_source)
         self.problems = load_problems(self.benchmark, self.data)[: self.limit]
         self.sandbox = Sandbox(self.timeout) if trainer.is_global_zero else None
+
+    def on_train_start(self, trainer, pl_module):
+        self.last_step = trainer.global_step  # a resumed run does not evaluate again at the step it resumed from
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = trainer.global_step

@@ -1,4 +1,4 @@
-"""Model weights in and out of this project's Lightning checkpoints.
+"""This project's Lightning checkpoints: writing them during `fit`, and model weights in and out of them.
 
 A checkpoint written by `phi1.cli fit` holds the LightningModule's state (`model.` + the names of `Phi`)
 and its hyperparameters, whose `config` is the `PhiConfig` as a plain dict. `save_model` writes the same
@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from phi1.model import Phi, PhiConfig
 
@@ -20,7 +21,7 @@ def load_model(path_or_repo_id: str, map_location: str = "cpu") -> Phi:
         from phi1.hf import from_hf
 
         return from_hf(path_or_repo_id)
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=True)  # no copy of optimizer state
     try:
         config = PhiConfig(**ckpt["hyper_parameters"]["config"])
         state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
@@ -42,3 +43,16 @@ def save_model(model: Phi, path: str | Path) -> Path:
     state = {"model." + k: v for k, v in model.state_dict().items()}
     torch.save({"state_dict": state, "hyper_parameters": {"config": asdict(model.config)}}, path)
     return path
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """`ModelCheckpoint` that, on a resumed run, does not save again at the optimizer step it resumed from.
+
+    Lightning does not restore the step of the last save, so with gradient accumulation the first
+    micro-batch after a resume would write a checkpoint in the middle of an accumulation, over the
+    good one of the same name.
+    """
+
+    def on_train_start(self, trainer, pl_module):
+        super().on_train_start(trainer, pl_module)
+        self._last_global_step_saved = trainer.global_step

@@ -234,8 +234,9 @@ class PackedDataModule(L.LightningDataModule):
         )
 
     def batches_taken(self) -> int:
-        """Batches the training loop has taken from the train loader, over this and earlier runs."""
-        return self.trainer.fit_loop.epoch_loop.batch_progress.total.ready if self.trainer else 0
+        """Batches the training loop has trained on, over this and earlier runs (`processed`, not `ready`: a
+        checkpoint written mid-step, by a SLURM requeue for one, has not trained on the batch in hand)."""
+        return self.trainer.fit_loop.epoch_loop.batch_progress.total.processed if self.trainer else 0
 
     def state_dict(self) -> dict:
         """Samples consumed by all ranks so far (a world-size-independent count, so a resume may change layout)."""

@@ -26,7 +26,7 @@ def next_token(logits: torch.Tensor, temperature: float, top_p: float, generator
     probs = torch.softmax(logits / temperature, dim=-1)
     if top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)
-        outside = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p  # keep the smallest set reaching top_p
+        outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p  # keep the smallest set reaching top_p
         sorted_probs = sorted_probs.masked_fill(outside, 0.0)
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
@@ -56,16 +56,17 @@ def generate(
     L = int(lengths.max())
     if min(lengths.tolist()) == 0:
         raise ValueError("every prompt needs at least one token")
-    max_new_tokens = min(max_new_tokens, model.config.block_size - L)
-    if max_new_tokens < 1:
+    budget = (model.config.block_size - lengths).clamp(max=max_new_tokens)  # (B,) new tokens each row may add
+    if int(budget.min()) < 1:
         raise ValueError(f"a prompt of {L} tokens leaves no room in block_size={model.config.block_size}")
-    S = L + max_new_tokens
+    max_new_tokens, room = int(budget.max()), budget.tolist()
+    S = L + max_new_tokens  # cache slots; a row's rotary positions stay below block_size
     pad = L - lengths  # (B,) left padding of each row
     idx = torch.zeros((B, L), dtype=torch.long, device=device)  # padding: any id, it is masked
     for row, p in enumerate(prompts):
         idx[row, L - len(p) :] = torch.tensor(p, dtype=torch.long, device=device)
     slots = torch.arange(S, device=device)
-    positions = (slots[None, :] - pad[:, None]).clamp(min=0)  # (B, S) rotary position of each cache slot
+    positions = (slots[None, :] - pad[:, None]).clamp(0, model.config.block_size - 1)  # (B, S) rotary positions
     real = slots[None, :] >= pad[:, None]  # (B, S) slots holding real tokens
     causal = torch.ones(L, L, dtype=torch.bool, device=device).tril()
     # padded queries see themselves, so no softmax row is empty; real queries never see padding
@@ -83,7 +84,7 @@ def generate(
                 done |= token == eos_id
             for row in (~done).nonzero().flatten().tolist():
                 out[row].append(int(token[row]))
-                if stop and any(s in decode(out[row][-max_stop - 2 :]) for s in stop):
+                if len(out[row]) == room[row] or stop and any(s in decode(out[row][-max_stop - 2 :]) for s in stop):
                     done[row] = True
             if done.all() or t == max_new_tokens - 1:
                 break

@@ -124,7 +124,8 @@ def resolve(path_or_repo_id: str) -> Path:
     path = Path(path_or_repo_id)
     if path.is_dir():
         return path
-    if path.exists() or path_or_repo_id.count("/") != 1:
+    looks_local = path.suffix in (".ckpt", ".pt", ".bin", ".safetensors", ".json") or path.parent.is_dir()
+    if path.exists() or path_or_repo_id.count("/") != 1 or looks_local:
         raise FileNotFoundError(f"{path_or_repo_id}: no such checkpoint file or folder, and not a hub id (owner/name)")
     from huggingface_hub import snapshot_download
 

@@ -126,7 +126,8 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(cache_pos, k, v)  # (B, nh, S, hs)
         dropout = self.dropout if self.training else 0.0
-        if mask is None and cache is None and flash_attn_func is not None and x.is_cuda and x.dtype != torch.float32:
+        half = q.dtype in (torch.float16, torch.bfloat16)  # under autocast, x (LayerNorm output) stays fp32
+        if mask is None and cache is None and flash_attn_func is not None and x.is_cuda and half:
             y = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout, causal=True)
             y = y.reshape(B, T, C)
         else:
@@ -197,6 +198,13 @@ class Phi(nn.Module):
     def init_rotary(self):
         """(Re)compute the rotary tables on the device of the weights (they are buffers, not parameters)."""
         self.rope_cos, self.rope_sin = rotary_cos_sin(self.config, device=self.lm_head.weight.device)
+
+    def _apply(self, fn, recurse=True):
+        """Keep the rotary tables in fp32 when the model is cast (`.to(torch.bfloat16)`, `.half()`)."""
+        super()._apply(fn, recurse)
+        if self.rope_cos.dtype != torch.float32:
+            self.init_rotary()
+        return self
 
     def forward(
         self,

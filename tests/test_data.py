@@ -9,6 +9,7 @@ import pytest
 import torch
 from batch_recorder import BatchRecorder
 
+from phi1.checkpoint import StepCheckpoint
 from phi1.data import MixtureOrder, PackedDataModule, TrainBatches
 from phi1.model import PhiConfig
 from phi1.module import PhiLitModule
@@ -62,7 +63,7 @@ def test_ranks_see_disjoint_blocks_that_together_follow_the_global_order(code_sh
 
 def fit(tmp_path, shards, max_steps, ckpt_path=None, num_workers=0, **data):
     recorder = BatchRecorder()
-    checkpoints = L.pytorch.callbacks.ModelCheckpoint(
+    checkpoints = StepCheckpoint(
         dirpath=tmp_path / "ckpt",
         filename="step{step}",
         every_n_train_steps=3,
@@ -97,6 +98,7 @@ def test_resume_mid_epoch_continues_with_the_same_samples(tmp_path, code_shards,
         ckpt_path=tmp_path / "a" / "ckpt" / "step3.ckpt",
     )
     assert len(whole) == 12 and len(resumed) == 6
+    assert not (tmp_path / "b" / "ckpt" / "step3.ckpt").exists()  # no second save mid-accumulation at step 3
     for a, b in zip(whole[6:], resumed, strict=True):
         assert torch.equal(a, b)
     one_worker = fit(tmp_path / "c", code_shards, max_steps=6, num_workers=0)

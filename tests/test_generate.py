@@ -83,6 +83,19 @@ def test_greedy_matches_transformers_generate(model, tmp_path):
     assert generate(model, [prompt], 10, eos_id=None)[0] == ref[0, len(prompt) :].tolist()
 
 
+def test_each_row_gets_the_room_its_own_prompt_leaves(model):
+    prompts = [[3, 4], [7] * 58]
+    batched = generate(model, prompts, 20, eos_id=None)
+    assert [len(row) for row in batched] == [20, 6]
+    assert batched == [generate(model, [p], 20, eos_id=None)[0] for p in prompts]
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    logits = torch.zeros(1, 4)  # four equally likely tokens: top_p 0.5 keeps two of them
+    picks = {int(next_token(logits, 1.0, 0.5, torch.Generator().manual_seed(s))) for s in range(60)}
+    assert len(picks) == 2
+
+
 def test_prompts_too_long_for_the_context_are_refused(model):
     with pytest.raises(ValueError, match="block_size=64"):
         generate(model, [[1] * 64], 5, eos_id=EOS)

@@ -111,3 +111,10 @@ def test_in_memory_twin_gives_equal_logits():
     idx = torch.randint(0, 512, (2, 30))
     with torch.no_grad():
         torch.testing.assert_close(twin(idx).logits.float(), ours(idx), atol=1e-5, rtol=1e-5)
+
+
+def test_a_missing_local_checkpoint_is_not_looked_up_on_the_hub(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        load_model(str(tmp_path / "step001000.ckpt"))
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        load_model("runs/step001000.ckpt")

@@ -99,3 +99,10 @@ def test_model_cli_prints_size_without_allocating(run_python, repo_root):
     assert "GFLOP" in out.stdout
     bad = run_python("-m", "phi1.model", "nope.yaml", check=False)
     assert bad.returncode != 0 and "nope.yaml" in bad.stderr
+
+
+def test_rotary_tables_stay_fp32_when_the_model_is_cast():
+    model = Phi(PhiConfig.from_name("tiny")).to(torch.bfloat16)
+    assert model.lm_head.weight.dtype == torch.bfloat16
+    assert model.rope_cos.dtype == model.rope_sin.dtype == torch.float32
+    torch.testing.assert_close(model.rope_cos, Phi(PhiConfig.from_name("tiny")).rope_cos)
