@@ -1,4 +1,4 @@
-"""This project's Lightning checkpoints: writing them during `fit`, and model weights in and out of them.
+"""Model weights in and out of this project's Lightning checkpoints.
 
 A checkpoint written by `phi1.cli fit` holds the LightningModule's state (`model.` + the names of `Phi`)
 and its hyperparameters, whose `config` is the `PhiConfig` as a plain dict. `save_model` writes the same
@@ -9,7 +9,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 
 from phi1.model import Phi, PhiConfig
 
@@ -43,16 +42,3 @@ def save_model(model: Phi, path: str | Path) -> Path:
     state = {"model." + k: v for k, v in model.state_dict().items()}
     torch.save({"state_dict": state, "hyper_parameters": {"config": asdict(model.config)}}, path)
     return path
-
-
-class StepCheckpoint(ModelCheckpoint):
-    """`ModelCheckpoint` that, on a resumed run, does not save again at the optimizer step it resumed from.
-
-    Lightning does not restore the step of the last save, so with gradient accumulation the first
-    micro-batch after a resume would write a checkpoint in the middle of an accumulation, over the
-    good one of the same name.
-    """
-
-    def on_train_start(self, trainer, pl_module):
-        super().on_train_start(trainer, pl_module)
-        self._last_global_step_saved = trainer.global_step

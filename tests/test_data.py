@@ -9,7 +9,7 @@ import pytest
 import torch
 from batch_recorder import BatchRecorder
 
-from phi1.checkpoint import StepCheckpoint
+from phi1.callbacks import StepCheckpoint
 from phi1.data import MixtureOrder, PackedDataModule, TrainBatches
 from phi1.model import PhiConfig
 from phi1.module import PhiLitModule

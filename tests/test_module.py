@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from phi1.callbacks import TokenThroughput
 from phi1.model import PhiConfig
 from phi1.module import PhiLitModule
 from phi1.schedule import WarmupDecayLR
-from phi1.throughput import ThroughputMonitor
 
 TINY = PhiConfig.from_name("tiny", vocab_size=64, block_size=32)
 
@@ -37,7 +37,7 @@ def trainer(tmp_path, **kwargs):
 def test_loss_falls_on_in_memory_tokens(tmp_path):
     torch.manual_seed(0)
     module = PhiLitModule(TINY, optimizer=partial(torch.optim.AdamW, lr=3e-3))
-    t = trainer(tmp_path, max_steps=60, callbacks=[ThroughputMonitor(peak_flops=1e12)])
+    t = trainer(tmp_path, max_steps=60, callbacks=[TokenThroughput(peak_flops=1e12)])
     t.fit(module, train_dataloaders=in_memory_batches(), val_dataloaders=in_memory_batches(n=16))
     logged = t.logged_metrics
     assert logged["val/loss"] < 0.5 * torch.log(torch.tensor(64.0))

@@ -1,0 +1,33 @@
+import csv
+from functools import partial
+
+import lightning as L
+import torch
+from test_module import TINY, in_memory_batches
+
+from phi1.callbacks import TokenThroughput
+from phi1.module import PhiLitModule
+
+
+def test_throughput_is_logged_at_the_logged_optimizer_steps_only(tmp_path):
+    """With accumulation 2 and log_every_n_steps 2, the rate is measured between steps 2, 4, 6 and 8:
+    logged at 4, 6, 8 (the first interval, start-up included, is not)."""
+    torch.manual_seed(0)
+    module = PhiLitModule(TINY, optimizer=partial(torch.optim.AdamW, lr=1e-3))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=8,
+        accumulate_grad_batches=2,
+        log_every_n_steps=2,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        logger=L.pytorch.loggers.CSVLogger(tmp_path, name="", version=""),
+        callbacks=[TokenThroughput(peak_flops=1e12)],
+    )
+    trainer.fit(module, train_dataloaders=in_memory_batches(n=128))
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    logged = [(int(r["step"]), float(r["throughput/tokens_per_sec"])) for r in rows if r["throughput/tokens_per_sec"]]
+    assert [step for step, _ in logged] == [3, 5, 7]  # CSVLogger's step is 0-based: global steps 4, 6, 8
+    assert all(rate > 0 for _, rate in logged)
+    mfu = [float(r["throughput/mfu"]) for r in rows if r["throughput/mfu"]]
+    assert len(mfu) == 3 and all(0 < m < 1 for m in mfu)
