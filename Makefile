@@ -16,7 +16,6 @@ $(VENV)/installed: setup.cfg pyproject.toml
 
 # Build the offline corpus, train the tiny model, then grade it on HumanEval and MBPP (its near-zero
 # score is the honest result of 3 CPU minutes). Each run gets a new runs/tiny/version_N.
-MBPP_DATA ?= $(wildcard ../shared/benchmarks/mbpp/test.jsonl)
 GENERATE = $(PY) -m evals.generate --tokenizer $(DEMO)/data/tokenizer.json --max-new-tokens 128 --batch-size 32
 
 demo: $(VENV)/installed
@@ -27,9 +26,9 @@ demo: $(VENV)/installed
 	$(GENERATE) --checkpoint $$run/checkpoints/last.ckpt --benchmark humaneval --out $$run/humaneval-samples.jsonl && \
 	$(PY) -m evals.evaluate --benchmark humaneval --samples $$run/humaneval-samples.jsonl \
 	  --out $$run/humaneval-results.jsonl && \
-	$(GENERATE) --checkpoint $$run/checkpoints/last.ckpt --benchmark mbpp $(if $(MBPP_DATA),--data $(MBPP_DATA)) \
+	$(GENERATE) --checkpoint $$run/checkpoints/last.ckpt --benchmark mbpp \
 	  --out $$run/mbpp-samples.jsonl && \
-	$(PY) -m evals.evaluate --benchmark mbpp $(if $(MBPP_DATA),--data $(MBPP_DATA)) \
+	$(PY) -m evals.evaluate --benchmark mbpp \
 	  --samples $$run/mbpp-samples.jsonl --out $$run/mbpp-results.jsonl && \
 	echo "TensorBoard logs: $$run   open them with: $(VENV)/bin/tensorboard --logdir runs"
 

