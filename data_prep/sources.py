@@ -1,0 +1,227 @@
+"""The raw code-language data of paper §2.1 as datatrove readers: The Stack (Python), StackOverflow, local files.
+
+- The Stack: `bigcode/the-stack-dedup`, ``data_dir="data/python"``, streamed. It is gated: accept its terms on
+  the Hub, then `huggingface-cli login` or set ``HF_TOKEN``. The token is read by `huggingface_hub` where the
+  data is streamed and is never passed to, stored in or logged by this code (so it is not in datatrove's saved
+  executor either).
+- StackOverflow: a Hub dataset of posts, streamed; by default `suriyagunasekar/stackoverflow-python-with-meta-data`
+  (Python questions with their answers in one `content` field, published by the paper's first author).
+- Local: JSONL (``.jsonl``, ``.jsonl.gz``, text in ``--field``), Parquet, and ``.py`` files, each given as a file
+  or a folder searched recursively.
+
+Every document's id is `document_id`: a hash of its normalized content, so the same code gets the same id
+wherever it comes from, and exact deduplication compares ids. Its origin is kept in the metadata: `source`,
+and `repo`, `path`, `license` where the source gives them (other fields of a local record are kept as they are).
+"""
+
+import argparse
+import glob
+import hashlib
+import unicodedata
+from pathlib import Path
+
+from datatrove.pipeline.readers import HuggingFaceDatasetReader, JsonlReader, ParquetReader
+from datatrove.pipeline.readers.base import BaseDiskReader, BaseReader
+
+from data_prep.stages import UsageError
+
+STACK_DATASET = "bigcode/the-stack-dedup"
+STACK_DATA_DIR = "data/python"
+STACKOVERFLOW_DATASET = "suriyagunasekar/stackoverflow-python-with-meta-data"
+RECORD_PATTERNS = {"jsonl": ("**/*.jsonl", "**/*.jsonl.gz"), "parquet": ("**/*.parquet",), "py": ("**/*.py",)}
+
+
+def normalize(text: str) -> str:
+    """The content that identifies a document: NFC Unicode, ``\\n`` line ends, no trailing spaces on a line,
+    no blank lines at either end. Two files that differ only in these are the same document."""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    return "\n".join(line.rstrip() for line in text.split("\n")).strip("\n")
+
+
+def document_id(text: str) -> str:
+    """A stable id: 128 bits of BLAKE2b of the normalized content, as 32 hex digits."""
+    return hashlib.blake2b(normalize(text).encode("utf-8"), digest_size=16).hexdigest()
+
+
+# ----------------------------------------------------------------------------- adapters (raw record -> document)
+
+
+def stack_adapter(reader: BaseReader, data: dict, path: str, id_in_file: int | str) -> dict:
+    text = data.get("content") or ""
+    metadata = {
+        "source": "the-stack",
+        "repo": data.get("max_stars_repo_name"),
+        "path": data.get("max_stars_repo_path"),
+        "license": data.get("max_stars_repo_licenses"),
+    }
+    return {"text": text, "id": document_id(text), "metadata": metadata}
+
+
+def stackoverflow_adapter(reader: BaseReader, data: dict, path: str, id_in_file: int | str) -> dict:
+    text = data.get(reader.text_key) or ""
+    metadata = {
+        "source": "stackoverflow",
+        "post": data.get("name"),
+        "title": data.get("title"),
+        "tags": data.get("tags"),
+    }
+    return {"text": text, "id": document_id(text), "metadata": metadata}
+
+
+def record_adapter(reader: BaseReader, data: dict, path: str, id_in_file: int | str) -> dict:
+    """A local JSONL/Parquet record: its text field becomes the text, every other field is kept in metadata
+    (a record's own `id` as `source_id`), and `path` names the file and line or row."""
+    data = dict(data)
+    text = data.pop(reader.text_key, None)
+    if not isinstance(text, str):
+        text = ""
+    metadata = data.pop("metadata", None)
+    metadata = dict(metadata) if isinstance(metadata, dict) else {}
+    if "id" in data:
+        metadata["source_id"] = data.pop("id")
+    metadata.update(data)
+    metadata.setdefault("source", "local")
+    metadata.setdefault("path", f"{reader.data_folder.resolve_paths(path)}:{id_in_file}")
+    return {"text": text, "id": document_id(text), "metadata": metadata}
+
+
+def code_file_adapter(reader: BaseReader, data: dict, path: str, id_in_file: int | str) -> dict:
+    text = data["text"]
+    return {"text": text, "id": document_id(text), "metadata": {"source": "local", "path": data["path"]}}
+
+
+class CodeFileReader(BaseDiskReader):
+    """Each source file (``.py`` by default) is one document; files that are not UTF-8 are counted and skipped."""
+
+    name = "📄 Code files"
+
+    def __init__(self, data_folder: str, glob_pattern: str = "**/*.py", limit: int = -1):
+        super().__init__(
+            data_folder, glob_pattern=glob_pattern, limit=limit, adapter=code_file_adapter, add_file_path=False
+        )
+
+    def read_file(self, filepath: str):
+        with self.data_folder.open(filepath, "rb") as file:
+            raw = file.read()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self.stat_update("not_utf8")
+            return
+        document = self.get_document_from_dict(
+            {"text": text, "path": self.data_folder.resolve_paths(filepath)}, filepath, 0
+        )
+        if document:
+            yield document
+
+
+# ----------------------------------------------------------------------------- readers
+
+
+def stack_reader(limit: int = -1, dataset: str = STACK_DATASET, data_dir: str = STACK_DATA_DIR) -> BaseReader:
+    """The Stack's Python files, streamed; needs the user's Hugging Face token (see the module docstring)."""
+    return HuggingFaceDatasetReader(
+        dataset,
+        dataset_options={"data_dir": data_dir, "split": "train"},
+        streaming=True,
+        limit=limit,
+        adapter=stack_adapter,
+        text_key="content",
+    )
+
+
+def stackoverflow_reader(limit: int = -1, dataset: str = STACKOVERFLOW_DATASET, field: str = "content") -> BaseReader:
+    return HuggingFaceDatasetReader(
+        dataset,
+        dataset_options={"split": "train"},
+        streaming=True,
+        limit=limit,
+        adapter=stackoverflow_adapter,
+        text_key=field,
+    )
+
+
+def local_readers(inputs: list[str | Path], field: str = "text", limit: int = -1) -> list[BaseReader]:
+    """Readers for local files and folders: JSONL and Parquet records (text in `field`) and ``.py`` files."""
+    readers = []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            kinds = {
+                kind: patterns
+                for kind, patterns in RECORD_PATTERNS.items()
+                if any(next(path.glob(pattern), None) for pattern in patterns)
+            }
+            if not kinds:
+                raise UsageError(f"input folder {path} holds no .jsonl, .jsonl.gz, .parquet or .py files")
+            for kind, patterns in kinds.items():
+                readers += [_reader(kind, str(path), pattern, field, limit) for pattern in patterns]
+        elif path.is_file():
+            kind = next(
+                (
+                    kind
+                    for kind, patterns in RECORD_PATTERNS.items()
+                    if any(path.name.endswith(pattern[4:]) for pattern in patterns)
+                ),
+                None,
+            )
+            if kind is None:
+                raise UsageError(f"input {path}: expected a .jsonl, .jsonl.gz, .parquet or .py file, or a folder")
+            readers.append(_reader(kind, str(path.parent), glob.escape(path.name), field, limit))
+        else:
+            raise UsageError(f"input {path} does not exist")
+    return readers
+
+
+def _reader(kind: str, folder: str, pattern: str, field: str, limit: int) -> BaseReader:
+    if kind == "py":
+        return CodeFileReader(folder, glob_pattern=pattern, limit=limit)
+    reader = (JsonlReader if kind == "jsonl" else ParquetReader)(
+        folder, glob_pattern=pattern, text_key=field, adapter=record_adapter, limit=limit
+    )
+    reader.add_file_path = False  # the adapter records the file and line as `path`
+    return reader
+
+
+# ----------------------------------------------------------------------------- flags
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("sources")
+    group.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="local .jsonl[.gz]/.parquet/.py file or folder (repeatable)",
+    )
+    group.add_argument("--field", default="text", help="text field of local JSONL/Parquet records")
+    group.add_argument("--stack", action="store_true", help=f"stream {STACK_DATASET} ({STACK_DATA_DIR}); gated")
+    group.add_argument("--stackoverflow", action="store_true", help="stream the StackOverflow dataset")
+    group.add_argument("--stackoverflow-dataset", default=STACKOVERFLOW_DATASET)
+    group.add_argument("--stackoverflow-field", default="content")
+    group.add_argument("--limit", type=int, default=-1, help="at most this many documents per reader and task")
+
+
+def source_readers(args: argparse.Namespace) -> list[BaseReader]:
+    """The readers the flags ask for; checks up front that The Stack's token is there."""
+    readers = local_readers(args.input, args.field, args.limit)
+    if args.stack:
+        require_hub_token(STACK_DATASET)
+        readers.append(stack_reader(args.limit))
+    if args.stackoverflow:
+        readers.append(stackoverflow_reader(args.limit, args.stackoverflow_dataset, args.stackoverflow_field))
+    if not readers:
+        raise UsageError("no input: give --input PATH, --stack and/or --stackoverflow")
+    return readers
+
+
+def require_hub_token(dataset: str) -> None:
+    """Fail early, without showing it, if no Hugging Face token is configured for a gated dataset."""
+    from huggingface_hub import get_token
+
+    if get_token() is None:
+        raise UsageError(
+            f"{dataset} is gated: accept its terms at https://huggingface.co/datasets/{dataset}, then run "
+            "`huggingface-cli login` or set HF_TOKEN"
+        )
