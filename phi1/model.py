@@ -14,16 +14,19 @@ for the fused `qkv` projection ([q|k|v] rows, as in the original release).
 Notation: B batch, T query length, S key length (cache + T), C hidden size,
 nh heads, hs head size, rd rotary dims per head.
 
-`python -m phi1.model CONFIG_OR_PRESET` prints size, FLOPs and memory from the
-meta device, allocating no weights.
+`python -m phi1.model PRESET` or `python -m phi1.model CONFIG.yaml [OVERLAY.yaml ...]` prints size,
+FLOPs and memory from the meta device, allocating no weights.
 """
 
+import math
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+
+from phi1.errors import ConfigError
 
 try:  # FlashAttention-2 kernels; optional, CUDA only
     from flash_attn import flash_attn_func
@@ -31,26 +34,70 @@ except ImportError:
     flash_attn_func = None
 
 
+PRESETS = {
+    "phi-1": dict(
+        vocab_size=51200,  # tokenizer has 50,295; the rest is padding
+        block_size=2048,  # context length
+        n_layer=24,
+        n_embd=2048,
+        n_head=32,
+        mlp_dim=8192,
+        rotary_dim=32,  # rotary dims per head, the first half of each 64-dim head
+        rope_base=10000.0,
+        layer_norm_eps=1e-5,
+        attn_dropout=0.0,  # 0.1 in pretraining (paper §2.3), 0.0 in the released config
+        resid_dropout=0.0,
+        init_std=0.02,
+    ),  # 1,418,270,720 parameters
+    "phi-1-small": dict(n_layer=20, n_embd=1024, n_head=16, mlp_dim=4096),  # 356,794,368 parameters
+    # the demo (experiments/tiny.yaml): 4,134 tokens padded to a multiple of 64, as 50,295 are to 51,200
+    "tiny": dict(vocab_size=4160, block_size=512, n_layer=4, n_embd=128, n_head=4, mlp_dim=512, rotary_dim=16),
+}
+
+
 @dataclass
 class PhiConfig:
-    vocab_size: int = 51200  # tokenizer has 50,295; the rest is padding
-    block_size: int = 2048  # context length
-    n_layer: int = 24
-    n_embd: int = 2048
-    n_head: int = 32
-    mlp_dim: int = 8192
-    rotary_dim: int = 32  # rotary dims per head, the first half of each 64-dim head
-    rope_base: float = 10000.0
-    layer_norm_eps: float = 1e-5
-    attn_dropout: float = 0.0  # 0.1 in pretraining (paper §2.3), 0.0 in the released config
-    resid_dropout: float = 0.0
-    init_std: float = 0.02
+    """A preset (`PRESETS`; the others start from phi-1) with the fields that differ from it given:
+    `PhiConfig(preset="phi-1-small", attn_dropout=0.1)`, in YAML `model.config: {preset: phi-1-small, ...}`.
+    Fields left None take the preset's value."""
+
+    preset: str = field(default="phi-1", compare=False)
+    vocab_size: int | None = None
+    block_size: int | None = None
+    n_layer: int | None = None
+    n_embd: int | None = None
+    n_head: int | None = None
+    mlp_dim: int | None = None
+    rotary_dim: int | None = None
+    rope_base: float | None = None
+    layer_norm_eps: float | None = None
+    attn_dropout: float | None = None
+    resid_dropout: float | None = None
+    init_std: float | None = None
 
     def __post_init__(self):
+        if self.preset not in PRESETS:
+            raise ConfigError(f"model.config.preset={self.preset!r}: unknown; choose one of {sorted(PRESETS)}")
+        preset = {**PRESETS["phi-1"], **PRESETS[self.preset]}
+        for name, value in preset.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        for name in ("vocab_size", "block_size", "n_layer", "n_embd", "n_head", "mlp_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"model.config.{name}={value!r}: must be a positive integer")
+        for name in ("attn_dropout", "resid_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"model.config.{name}={getattr(self, name)}: must lie in [0, 1)")
+        for name in ("rope_base", "layer_norm_eps", "init_std"):
+            if not 0.0 < getattr(self, name) < math.inf:
+                raise ConfigError(f"model.config.{name}={getattr(self, name)}: must be positive and finite")
         if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
-        if self.rotary_dim % 2 or self.rotary_dim > self.head_dim:
-            raise ValueError(f"rotary_dim={self.rotary_dim} must be even and at most head_dim={self.head_dim}")
+            raise ConfigError(f"model.config: n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        if self.rotary_dim < 0 or self.rotary_dim % 2 or self.rotary_dim > self.head_dim:
+            raise ConfigError(
+                f"model.config.rotary_dim={self.rotary_dim}: must be even and at most head_dim={self.head_dim}"
+            )
 
     @property
     def head_dim(self) -> int:
@@ -58,16 +105,7 @@ class PhiConfig:
 
     @classmethod
     def from_name(cls, name: str, **overrides) -> "PhiConfig":
-        if name not in PRESETS:
-            raise ValueError(f"unknown model preset {name!r}; choose one of {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
-
-
-PRESETS = {
-    "phi-1": dict(n_layer=24, n_embd=2048, n_head=32, mlp_dim=8192),  # 1,418,270,720 parameters
-    "phi-1-small": dict(n_layer=20, n_embd=1024, n_head=16, mlp_dim=4096),  # 356,794,368 parameters
-    "tiny": dict(vocab_size=4096, block_size=256, n_layer=4, n_embd=128, n_head=4, mlp_dim=512, rotary_dim=16),
-}
+        return cls(preset=name, **overrides)
 
 
 def rotary_cos_sin(config: PhiConfig, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -264,19 +302,25 @@ class Phi(nn.Module):
         return 6 * self.num_params(exclude_embedding=True) + 12 * self.config.n_layer * self.config.n_embd * T
 
 
-def config_from_file(path: str) -> PhiConfig:
-    """The PhiConfig of a LightningCLI YAML (model.config or model.init_args.config)."""
+def config_from_files(*paths: str) -> PhiConfig:
+    """The PhiConfig of LightningCLI YAMLs stacked as `--config A --config B` (model.config, or
+    model.init_args.config; a later file's fields override an earlier one's)."""
     import yaml
 
-    with open(path) as f:
-        cfg = yaml.safe_load(f) or {}
-    model = cfg.get("model") or {}
-    arch = model.get("init_args", model).get("config")
-    if not isinstance(arch, dict):
-        raise ValueError(f"{path}: no model.config mapping found")
+    arch = {}
+    for path in paths:
+        with open(path) as f:
+            cfg = yaml.safe_load(f) or {}
+        model = cfg.get("model") or {}
+        layer = model.get("init_args", model).get("config")
+        if layer is not None and not isinstance(layer, dict):
+            raise ConfigError(f"{path}: model.config should be a mapping, got {layer!r}")
+        arch.update(layer or {})
     known = {f.name for f in fields(PhiConfig)}
     if unknown := set(arch) - known:
-        raise ValueError(f"{path}: unknown model.config field(s) {sorted(unknown)}; known: {sorted(known)}")
+        raise ConfigError(
+            f"{', '.join(paths)}: unknown model.config field(s) {sorted(unknown)}; known: {sorted(known)}"
+        )
     return PhiConfig(**arch)
 
 
@@ -296,11 +340,11 @@ def describe(config: PhiConfig) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit(f"usage: python -m phi1.model CONFIG.yaml|PRESET  (presets: {', '.join(PRESETS)})")
-    arg = sys.argv[1]
+    if len(sys.argv) < 2:
+        presets = ", ".join(PRESETS)
+        sys.exit(f"usage: python -m phi1.model PRESET | CONFIG.yaml [OVERLAY.yaml ...]  (presets: {presets})")
     try:
-        config = PhiConfig.from_name(arg) if arg in PRESETS else config_from_file(arg)
+        config = PhiConfig.from_name(sys.argv[1]) if sys.argv[1] in PRESETS else config_from_files(*sys.argv[1:])
     except (OSError, ValueError, TypeError) as e:
         sys.exit(f"error: {e}")
     print(describe(config))

@@ -8,14 +8,18 @@ A batch is a dict: `tokens` (B, T+1) int64, and, for the prompt-masking ablation
 0 where a token is not a target.
 """
 
+from collections.abc import Callable
 from dataclasses import asdict, fields
 
 import lightning as L
 import torch
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.cli import OptimizerCallable
 from torch.nn import functional as F
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 
+from phi1.errors import ConfigError
 from phi1.model import Phi, PhiConfig
 
 IGNORE = -100
@@ -27,15 +31,16 @@ class PhiLitModule(L.LightningModule):
         self,
         config: PhiConfig,
         optimizer: OptimizerCallable = torch.optim.AdamW,
-        scheduler: LRSchedulerCallable | None = None,
+        scheduler: Callable[[Optimizer, int], LRScheduler] | None = None,
         init_from: str | None = None,
         compile: bool = False,
     ):
         """
         Args:
-            config: the architecture (see `phi1.model.PRESETS`) and its dropout.
+            config: a preset of `phi1.model.PRESETS` and the fields that differ from it (dropout, ...).
             optimizer: weight decay applies to 2-D weights only; biases, LayerNorms and the embedding get none.
-            scheduler: stepped every optimizer step, e.g. `phi1.schedule.WarmupDecayLR`; None keeps lr constant.
+            scheduler: stepped every optimizer step and built as `scheduler(optimizer, trainer.max_steps)`, so
+                its length follows the run's, e.g. `phi1.schedule.WarmupDecayLR`; None keeps lr constant.
             init_from: weights to start from: a phi1 `.ckpt`, or a `PhiForCausalLM` folder or hub id.
             compile: `torch.compile` each block.
         """
@@ -61,10 +66,11 @@ class PhiLitModule(L.LightningModule):
         from phi1.checkpoint import load_model
 
         source = load_model(self.init_from)
+        architecture = [f.name for f in fields(PhiConfig) if f.compare and f.name not in TRAINING_ONLY]
         mismatched = {
-            f.name: (getattr(source.config, f.name), getattr(self.config, f.name))
-            for f in fields(PhiConfig)
-            if f.name not in TRAINING_ONLY and getattr(source.config, f.name) != getattr(self.config, f.name)
+            name: (getattr(source.config, name), getattr(self.config, name))
+            for name in architecture
+            if getattr(source.config, name) != getattr(self.config, name)
         }
         if mismatched:
             detail = ", ".join(f"{k}: {a} there, {b} here" for k, (a, b) in mismatched.items())
@@ -107,10 +113,7 @@ class PhiLitModule(L.LightningModule):
         optimizer = self.optimizer([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
         if self.scheduler is None:
             return optimizer
-        scheduler = self.scheduler(optimizer)
-        total = getattr(scheduler, "total_steps", None)
-        if total is not None and self.trainer.max_steps > 0 and total != self.trainer.max_steps:
-            raise ValueError(
-                f"model.scheduler total_steps={total} differs from trainer.max_steps={self.trainer.max_steps}"
-            )
+        if self.trainer.max_steps < 1:
+            raise ConfigError(f"trainer.max_steps={self.trainer.max_steps}: model.scheduler needs the run's length")
+        scheduler = self.scheduler(optimizer, self.trainer.max_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

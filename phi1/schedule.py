@@ -5,6 +5,8 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from phi1.errors import ConfigError
+
 
 def warmup_decay_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float, decay: str) -> float:
     """Multiplier of the peak lr at optimizer step `step` (0-based): step/warmup during warmup, so the first
@@ -17,22 +19,26 @@ def warmup_decay_factor(step: int, warmup_steps: int, total_steps: int, min_lr_r
 
 
 class WarmupDecayLR(LambdaLR):
-    """Step-wise schedule; `total_steps` should equal the Trainer's `max_steps`."""
+    """Step-wise schedule. `PhiLitModule` passes `total_steps` = the Trainer's `max_steps`, so a YAML gives
+    only `warmup_steps`, `min_lr_ratio` and `decay`."""
 
     def __init__(
         self,
         optimizer: Optimizer,
-        warmup_steps: int,
         total_steps: int,
+        warmup_steps: int,
         min_lr_ratio: float = 0.0,
         decay: str = "linear",
     ):
         if decay not in ("linear", "cosine"):
-            raise ValueError(f"decay={decay!r}: choose 'linear' or 'cosine'")
+            raise ConfigError(f"model.scheduler decay={decay!r}: choose 'linear' or 'cosine'")
         if not 0 <= warmup_steps <= total_steps:
-            raise ValueError(f"need 0 <= warmup_steps ({warmup_steps}) <= total_steps ({total_steps})")
+            raise ConfigError(
+                f"model.scheduler warmup_steps={warmup_steps}: "
+                f"need 0 <= warmup_steps <= trainer.max_steps ({total_steps})"
+            )
         if not 0.0 <= min_lr_ratio <= 1.0:
-            raise ValueError(f"min_lr_ratio={min_lr_ratio} must lie in [0, 1]")
+            raise ConfigError(f"model.scheduler min_lr_ratio={min_lr_ratio}: must lie in [0, 1]")
         self.warmup_steps, self.total_steps = warmup_steps, total_steps
         super().__init__(
             optimizer, lambda step: warmup_decay_factor(step, warmup_steps, total_steps, min_lr_ratio, decay)

@@ -1,6 +1,5 @@
-import json
-
 import pytest
+import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -15,7 +14,7 @@ def overlay(tmp_path, code_shards, steps=40, **trainer):
             "logger": {"init_args": {"save_dir": str(tmp_path / "runs")}},
             **trainer,
         },
-        "model": {"config": {"block_size": 64}, "scheduler": {"init_args": {"total_steps": steps, "warmup_steps": 5}}},
+        "model": {"config": {"block_size": 64}, "scheduler": {"init_args": {"warmup_steps": 5}}},
         "data": {"init_args": {"sources": {str(code_shards): 1.0}, "seq_len": 64, "num_workers": 0}},
     }
     path = tmp_path / "overlay.yaml"
@@ -38,8 +37,9 @@ def test_fit_of_the_tiny_config_through_the_cli_lowers_the_loss(tmp_path, code_s
     assert len(scalars(run, "throughput/tokens_per_sec")) > 0 and len(scalars(run, "train/grad_norm")) > 0
     assert len(scalars(run, "lr-AdamW/pg1")) > 0
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved["model"]["config"]["n_layer"] == 4
-    assert (run / "checkpoints" / "last.ckpt").exists()
+    assert saved["model"]["config"]["preset"] == "tiny" and saved["model"]["config"]["block_size"] == 64
+    resolved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]["config"]
+    assert (resolved["n_layer"], resolved["n_embd"], resolved["block_size"]) == (4, 128, 64)
     # a run continued in the same log folder does not trip over its saved config.yaml
     same_folder = {"init_args": {"save_dir": str(tmp_path / "runs"), "version": 0}}
     again = overlay(tmp_path, code_shards, steps=50, logger=same_folder)
@@ -95,16 +95,29 @@ def test_bad_config_key_or_value_is_a_clear_error(run_python, repo_root, arg, me
     assert message in out.stderr
 
 
-def test_finetune_config_matches_the_paper(run_python, repo_root):
+def test_finetune_overlay_matches_the_paper_and_inherits_the_rest(run_python, repo_root):
+    experiments = repo_root / "experiments"
     out = run_python(
-        "-m", "phi1.cli", "fit", "--config", str(repo_root / "experiments" / "phi1-finetune.yaml"), "--print_config"
+        "-m",
+        "phi1.cli",
+        "fit",
+        "--config",
+        str(experiments / "phi1.yaml"),
+        "--config",
+        str(experiments / "phi1-finetune.yaml"),
+        "--print_config",
     )
     config = yaml.safe_load(out.stdout)
-    t, m = config["trainer"], config["model"]
-    assert t["devices"] * t["accumulate_grad_batches"] * config["data"]["init_args"]["batch_size"] == 256
+    t, m, d = config["trainer"], config["model"], config["data"]["init_args"]
+    assert t["devices"] * t["accumulate_grad_batches"] * d["batch_size"] == 256
     assert m["optimizer"]["init_args"]["lr"] == 1e-4 and m["optimizer"]["init_args"]["weight_decay"] == 0.01
-    assert (
-        m["scheduler"]["init_args"] == json.loads(json.dumps(m["scheduler"]["init_args"]))
-        and m["scheduler"]["init_args"]["warmup_steps"] == 50
-        and t["max_steps"] == 6000
-    )
+    assert m["scheduler"]["init_args"]["warmup_steps"] == 50 and t["max_steps"] == 6000
+    assert d["sources"] == {"data/codeexercises": 1.0}
+    # what the overlay does not restate comes from the pretraining recipe
+    assert m["config"]["preset"] == "phi-1" and m["config"]["attn_dropout"] == m["config"]["resid_dropout"] == 0.1
+    assert t["precision"] == "bf16-mixed" and t["gradient_clip_val"] == 1.0
+    assert [c["class_path"] for c in t["callbacks"]] == [
+        "phi1.callbacks.StepCheckpoint",
+        "lightning.pytorch.callbacks.LearningRateMonitor",
+        "phi1.callbacks.TokenThroughput",
+    ]

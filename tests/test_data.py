@@ -130,7 +130,7 @@ def test_ddp_two_processes_resume_exactly(tmp_path, code_shards, run_python, rep
                     {"class_path": "batch_recorder.BatchRecorder", "init_args": {"out_dir": str(out / "batches")}},
                 ],
             },
-            "model": {"config": {"block_size": 64}, "scheduler": {"init_args": {"total_steps": 4, "warmup_steps": 1}}},
+            "model": {"config": {"block_size": 64}, "scheduler": {"init_args": {"warmup_steps": 1}}},
             "data": {"init_args": {"sources": {str(code_shards): 1.0}, "seq_len": 64, "num_workers": 1}},
         }
         out.mkdir(parents=True, exist_ok=True)
@@ -167,8 +167,8 @@ def test_setup_names_the_mismatch(tmp_path, code_shards):
     dm = PackedDataModule({str(code_shards): 1.0}, seq_len=SEQ, num_workers=0)
     with pytest.raises(ValueError, match="tokenizer has 1038 tokens but model.config.vocab_size is 512"):
         trainer.fit(small_vocab, datamodule=dm)
-    dm = PackedDataModule({str(code_shards): 1.0}, seq_len=512, num_workers=0)
-    with pytest.raises(ValueError, match="data.seq_len=512 exceeds model.config.block_size=256"):
+    dm = PackedDataModule({str(code_shards): 1.0}, seq_len=1024, num_workers=0)
+    with pytest.raises(ValueError, match="data.seq_len=1024 exceeds model.config.block_size=512"):
         trainer.fit(PhiLitModule(PhiConfig.from_name("tiny")), datamodule=dm)
     other = tmp_path / "other"
     shutil.copytree(code_shards, other)

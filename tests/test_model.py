@@ -1,7 +1,10 @@
+import re
+from dataclasses import asdict
+
 import pytest
 import torch
 
-from phi1.model import Phi, PhiConfig, config_from_file, describe
+from phi1.model import PRESETS, Phi, PhiConfig, config_from_files, describe
 
 
 @pytest.mark.parametrize("name, expected", [("phi-1", 1_418_270_720), ("phi-1-small", 356_794_368)])
@@ -80,21 +83,44 @@ def test_meta_model_materializes_with_init_weights():
     assert torch.isfinite(model(torch.zeros(1, 4, dtype=torch.long))).all()
 
 
-def test_bad_config_values_name_the_field():
-    with pytest.raises(ValueError, match="n_head"):
-        PhiConfig(n_embd=100, n_head=3)
-    with pytest.raises(ValueError, match="preset"):
-        PhiConfig.from_name("phi-2")
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(n_embd=100, n_head=3), "n_embd=100 is not divisible by n_head=3"),
+        (dict(n_layer=-1), "model.config.n_layer=-1: must be a positive integer"),
+        (dict(n_layer=0), "model.config.n_layer=0"),
+        (dict(vocab_size=2.5), "model.config.vocab_size=2.5"),
+        (dict(attn_dropout=1.0), "model.config.attn_dropout=1.0: must lie in"),
+        (dict(rotary_dim=80), "model.config.rotary_dim=80"),
+        (dict(rope_base=float("inf")), "model.config.rope_base=inf"),
+        (dict(preset="phi-2"), "model.config.preset='phi-2': unknown"),
+    ],
+)
+def test_bad_config_values_name_the_field(overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        PhiConfig(**overrides)
 
 
-def test_config_from_experiment_yaml_and_describe(repo_root):
-    config = config_from_file(str(repo_root / "experiments" / "phi1.yaml"))
+def test_a_preset_fills_the_fields_left_unset():
+    small = PhiConfig(preset="phi-1-small", attn_dropout=0.1)
+    assert (small.n_layer, small.n_embd, small.vocab_size, small.attn_dropout) == (20, 1024, 51200, 0.1)
+    assert PhiConfig() == PhiConfig(**PRESETS["phi-1"])
+    tiny = PhiConfig.from_name("tiny")
+    assert PhiConfig(**asdict(tiny)) == tiny  # a checkpoint's resolved config loads back unchanged
+
+
+def test_config_from_stacked_experiment_yamls_and_describe(repo_root):
+    config = config_from_files(str(repo_root / "experiments" / "phi1.yaml"))
     assert config == PhiConfig.from_name("phi-1", attn_dropout=0.1, resid_dropout=0.1)
     assert "parameters: 1,418,270,720" in describe(config)
+    small = config_from_files(*(str(repo_root / "experiments" / f) for f in ("phi1.yaml", "phi1-small.yaml")))
+    assert small == PhiConfig.from_name("phi-1-small", attn_dropout=0.1, resid_dropout=0.1)
+    assert config_from_files(str(repo_root / "experiments" / "tiny.yaml")) == PhiConfig.from_name("tiny")
 
 
 def test_model_cli_prints_size_without_allocating(run_python, repo_root):
-    out = run_python("-m", "phi1.model", str(repo_root / "experiments" / "phi1-small.yaml"))
+    experiments = repo_root / "experiments"
+    out = run_python("-m", "phi1.model", str(experiments / "phi1.yaml"), str(experiments / "phi1-small.yaml"))
     assert "parameters: 356,794,368" in out.stdout
     assert "GFLOP" in out.stdout
     bad = run_python("-m", "phi1.model", "nope.yaml", check=False)

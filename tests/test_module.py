@@ -71,11 +71,11 @@ def test_loss_mask_leaves_prompt_tokens_out():
     torch.testing.assert_close(masked, expected)
 
 
-def test_scheduler_steps_every_optimizer_step_and_must_match_max_steps(tmp_path):
+def test_scheduler_steps_every_optimizer_step_and_ends_at_max_steps(tmp_path):
     module = PhiLitModule(
         TINY,
         optimizer=partial(torch.optim.AdamW, lr=1e-3),
-        scheduler=partial(WarmupDecayLR, warmup_steps=4, total_steps=8),
+        scheduler=partial(WarmupDecayLR, warmup_steps=4),
     )
     t = trainer(
         tmp_path,
@@ -85,12 +85,12 @@ def test_scheduler_steps_every_optimizer_step_and_must_match_max_steps(tmp_path)
     )
     t.fit(module, train_dataloaders=in_memory_batches())
     assert t.optimizers[0].param_groups[0]["lr"] == 0.0  # decayed to the floor at step 8
-    t = trainer(tmp_path, max_steps=5, limit_val_batches=0)
-    with pytest.raises(ValueError, match="total_steps=8 differs from trainer.max_steps=5"):
-        t.fit(
-            PhiLitModule(TINY, scheduler=partial(WarmupDecayLR, warmup_steps=4, total_steps=8)),
-            train_dataloaders=in_memory_batches(),
-        )
+    t = trainer(tmp_path, max_steps=-1, max_epochs=1, limit_val_batches=0)
+    with pytest.raises(ValueError, match="trainer.max_steps=-1: model.scheduler needs the run's length"):
+        t.fit(PhiLitModule(TINY, scheduler=partial(WarmupDecayLR, warmup_steps=4)), in_memory_batches())
+    t = trainer(tmp_path, max_steps=3, limit_val_batches=0)
+    with pytest.raises(ValueError, match=r"warmup_steps=4: need 0 <= warmup_steps <= trainer.max_steps \(3\)"):
+        t.fit(PhiLitModule(TINY, scheduler=partial(WarmupDecayLR, warmup_steps=4)), in_memory_batches())
 
 
 def test_init_from_loads_weights_and_checks_the_architecture(tmp_path):
@@ -106,5 +106,5 @@ def test_init_from_loads_weights_and_checks_the_architecture(tmp_path):
     module.configure_model()
     torch.testing.assert_close(module.model.state_dict(), source.state_dict())
     other = PhiLitModule(PhiConfig.from_name("tiny"), init_from=str(tmp_path / "init.ckpt"))
-    with pytest.raises(ValueError, match="vocab_size: 64 there, 4096 here"):
+    with pytest.raises(ValueError, match="vocab_size: 64 there, 4160 here"):
         other.configure_model()

@@ -35,6 +35,6 @@ def test_cosine_decay_to_a_floor():
 def test_bad_schedule_arguments_are_refused():
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     with pytest.raises(ValueError, match="decay"):
-        WarmupDecayLR(optimizer, 1, 10, decay="step")
+        WarmupDecayLR(optimizer, 10, 1, decay="step")
     with pytest.raises(ValueError, match="warmup_steps"):
-        WarmupDecayLR(optimizer, 20, 10)
+        WarmupDecayLR(optimizer, 10, 20)
