@@ -70,15 +70,17 @@ def stackoverflow_adapter(reader: BaseReader, data: dict, path: str, id_in_file:
 
 def record_adapter(reader: BaseReader, data: dict, path: str, id_in_file: int | str) -> dict:
     """A local JSONL/Parquet record: its text field becomes the text, every other field is kept in metadata
-    (a record's own `id` as `source_id`), and `path` names the file and line or row."""
+    (a record's own `id`, unless it is already the content id, as `source_id`), and `path` names the file and
+    line or row."""
     data = dict(data)
     text = data.pop(reader.text_key, None)
     if not isinstance(text, str):
         text = ""
     metadata = data.pop("metadata", None)
     metadata = dict(metadata) if isinstance(metadata, dict) else {}
-    if "id" in data:
-        metadata["source_id"] = data.pop("id")
+    own_id = data.pop("id", None)
+    if own_id is not None and own_id != document_id(text):  # not one of ours: keep it
+        metadata["source_id"] = own_id
     metadata.update(data)
     metadata.setdefault("source", "local")
     metadata.setdefault("path", f"{reader.data_folder.resolve_paths(path)}:{id_in_file}")
@@ -147,15 +149,15 @@ def local_readers(inputs: list[str | Path], field: str = "text", limit: int = -1
     for name in inputs:
         path = Path(name)
         if path.is_dir():
-            kinds = {
-                kind: patterns
+            found = [
+                (kind, pattern)
                 for kind, patterns in RECORD_PATTERNS.items()
-                if any(next(path.glob(pattern), None) for pattern in patterns)
-            }
-            if not kinds:
+                for pattern in patterns
+                if next(path.glob(pattern), None) is not None
+            ]
+            if not found:
                 raise UsageError(f"input folder {path} holds no .jsonl, .jsonl.gz, .parquet or .py files")
-            for kind, patterns in kinds.items():
-                readers += [_reader(kind, str(path), pattern, field, limit) for pattern in patterns]
+            readers += [_reader(kind, str(path), pattern, field, limit) for kind, pattern in found]
         elif path.is_file():
             kind = next(
                 (
