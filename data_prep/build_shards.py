@@ -6,11 +6,8 @@
 
 The shard format is documented in ``phi1/shards.py``; each document is followed by one EOS.
 
-Inputs, read in a fixed order whatever the worker count (sorted files, then records in file order, then
-the hub dataset): JSONL (``.jsonl``, ``.jsonl.gz``; one JSON object per line, text in ``--field``),
-Parquet (``.parquet``, read a batch at a time), any other file as one plain-text UTF-8 document
-(folders are searched recursively for ``.jsonl``, ``.jsonl.gz``, ``.parquet``, ``.py``, ``.txt``,
-``.md``), and a Hugging Face dataset streamed with ``--hf-dataset``.
+Inputs are read by ``data_prep/documents.py``, in a fixed order whatever the worker count: JSONL, Parquet,
+plain-text files and folders of them, and a Hugging Face dataset streamed with ``--hf-dataset``.
 
 With ``--prompt-field`` each record is a finetuning exercise (paper §2.2, CodeExercises): the document is
 ``record[prompt_field] + record[field]`` (prompt, then completion), the two encoded separately, and a
@@ -25,15 +22,18 @@ number of documents it ends at and a sha256 of all document text read so far. A 
 keeps the recorded shards (checked against their sha256), re-reads and hashes the documents they hold without
 tokenizing them, and, if that hash matches, carries on from there; if anything differs (settings, inputs,
 shard files) it starts clean. ``manifest.json`` is written last, so a folder without it is never a complete
-build. A complete build is never replaced without ``--overwrite``. Files in the output folder other than this
-build's are left alone.
+build.
+
+Nothing the user made is lost. Only the files ``build_state.jsonl`` records (and the shard in progress) are
+ever deleted; a folder holding shard files this builder did not record is refused. A complete build is replaced
+only with ``--overwrite``, and only once its replacement is complete: the new build is made (and resumed, if
+interrupted) in ``DIR/.overwrite/``, then swapped in, so a bad input line leaves the previous build whole.
 
 Bad input (malformed JSON, a missing field, an empty corpus, a dtype too narrow for the tokenizer) ends with
 a message naming the file and line and exit status 2.
 """
 
 import argparse
-import gzip
 import hashlib
 import itertools
 import json
@@ -50,6 +50,15 @@ import numpy as np
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
+from data_prep.documents import (
+    Document,
+    DocumentStream,
+    HubDataset,
+    file_sha256,
+    list_input_files,
+    update_document_hash,
+)
+from phi1.errors import ConfigError
 from phi1.shards import (
     DEFAULT_SHARD_TOKENS,
     DTYPES,
@@ -62,193 +71,12 @@ from phi1.shards import (
 )
 from phi1.tokenizer import TokenizerError, eos_id, load_tokenizer, tokenizer_hash
 
-RECORD_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
-TEXT_SUFFIXES = (".py", ".txt", ".md")
 STATE_NAME = "build_state.jsonl"  # the build settings, then one line per completed shard
+STAGING_NAME = ".overwrite"  # a replacement build in progress, swapped in when complete
+REPLACING_NAME = "replacing.json"  # in the staging folder: the files of the build being replaced
 CHUNK_CHARS = 1 << 20  # documents are sent to the encoder in chunks of about this many characters
 CHUNK_DOCUMENTS = 4096  # ... or this many documents
 CHUNKS_IN_FLIGHT_PER_WORKER = 2  # bounds memory: chunks read ahead of the writer
-
-# A document is its text, or (prompt, completion) when building with a loss mask.
-Document = str | tuple[str, str]
-
-
-class InputError(ValueError):
-    """A problem with the user's input or flags, reported without a traceback (exit status 2)."""
-
-
-@dataclass(frozen=True)
-class HubDataset:
-    """A Hugging Face dataset to stream (``--hf-dataset/--hf-config/--hf-split``)."""
-
-    name: str
-    config: str | None = None
-    split: str = "train"
-
-
-# ----------------------------------------------------------------------------- reading documents
-
-
-def list_input_files(inputs: Iterable[str | Path]) -> list[Path]:
-    """The input files, folders expanded recursively (hidden entries and __pycache__ skipped), sorted."""
-    files = set()
-    for name in inputs:
-        path = Path(name)
-        if path.is_dir():
-            found = [
-                file
-                for file in path.rglob("*")
-                if file.is_file()
-                and file.name.endswith(RECORD_SUFFIXES + TEXT_SUFFIXES)
-                and not any(part.startswith(".") or part == "__pycache__" for part in file.relative_to(path).parts)
-            ]
-            if not found:
-                raise InputError(f"input folder {path} holds no {', '.join(RECORD_SUFFIXES + TEXT_SUFFIXES)} files")
-            files.update(found)
-        elif path.is_file():
-            files.add(path)
-        else:
-            raise InputError(f"input {path} does not exist")
-    return sorted(files, key=str)
-
-
-def read_file_documents(path: Path, field: str = "text", prompt_field: str | None = None) -> Iterator[Document]:
-    """The documents of one input file, in file order."""
-    if path.name.endswith((".jsonl", ".jsonl.gz")):
-        yield from _jsonl_documents(path, field, prompt_field)
-    elif path.name.endswith(".parquet"):
-        yield from _parquet_documents(path, field, prompt_field)
-    elif prompt_field is not None:
-        raise InputError(
-            f"{path}: a plain text file has no {prompt_field!r} field; --prompt-field needs JSONL or Parquet"
-        )
-    else:
-        try:
-            yield path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise InputError(f"{path}: not UTF-8 text ({error})") from None
-
-
-def _jsonl_documents(path: Path, field: str, prompt_field: str | None) -> Iterator[Document]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as lines:
-            for number, line in enumerate(lines, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError as error:
-                    raise InputError(f"{path}:{number}: malformed JSON ({error})") from None
-                yield _record_document(record, field, prompt_field, f"{path}:{number}")
-    except (OSError, EOFError) as error:
-        raise InputError(f"{path}: cannot read it ({error})") from None
-
-
-def _parquet_documents(path: Path, field: str, prompt_field: str | None) -> Iterator[Document]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise InputError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)") from None
-    try:
-        parquet = pq.ParquetFile(path)
-    except Exception as error:
-        raise InputError(f"{path}: not a readable Parquet file ({error})") from None
-    flags = {field: "--field"} | ({} if prompt_field is None else {prompt_field: "--prompt-field"})
-    for column, flag in flags.items():
-        if column not in parquet.schema_arrow.names:
-            raise InputError(f"{path}: no column {column!r} (columns: {parquet.schema_arrow.names}); set {flag}")
-    row = 0
-    for batch in parquet.iter_batches(batch_size=1024, columns=list(flags)):
-        for record in batch.to_pylist():
-            row += 1
-            yield _record_document(record, field, prompt_field, f"{path}:row {row}")
-
-
-def _hub_documents(dataset: HubDataset, field: str, prompt_field: str | None) -> Iterator[Document]:
-    try:
-        import datasets
-    except ImportError:
-        raise InputError("--hf-dataset needs the datasets package (pip install datasets)") from None
-    try:
-        records = datasets.load_dataset(dataset.name, dataset.config, split=dataset.split, streaming=True)
-    except Exception as error:
-        raise InputError(f"--hf-dataset {dataset.name}: cannot open it ({error})") from None
-    for number, record in enumerate(records, 1):
-        yield _record_document(record, field, prompt_field, f"--hf-dataset {dataset.name} record {number}")
-
-
-def _record_document(record: object, field: str, prompt_field: str | None, where: str) -> Document:
-    if not isinstance(record, dict):
-        raise InputError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    text = _text_field(record, field, "--field", where)
-    if prompt_field is None:
-        return text
-    return _text_field(record, prompt_field, "--prompt-field", where), text
-
-
-def _text_field(record: dict, field: str, flag: str, where: str) -> str:
-    if field not in record:
-        raise InputError(f"{where}: missing field {field!r} (fields: {sorted(record)}); set {flag}")
-    value = record[field]
-    if not isinstance(value, str):
-        raise InputError(f"{where}: field {field!r} should be a string, got {type(value).__name__}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise InputError(f"{where}: field {field!r} is not valid Unicode ({error})") from None
-    return value
-
-
-def update_document_hash(digest: "hashlib._Hash", document: Document) -> None:
-    """Add one document's text to a running sha256 (length-prefixed, so the split into documents counts)."""
-    for text in (document,) if isinstance(document, str) else document:
-        data = text.encode("utf-8")
-        digest.update(len(data).to_bytes(8, "little"))
-        digest.update(data)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-class DocumentStream:
-    """All documents of a build in build order; after a full pass, ``sources`` describes each input."""
-
-    def __init__(self, files: list[Path], hub: HubDataset | None, field: str, prompt_field: str | None):
-        self.files, self.hub, self.field, self.prompt_field = files, hub, field, prompt_field
-        self.sources: list[dict] = []
-
-    def __iter__(self) -> Iterator[Document]:
-        self.sources = []
-        for path in self.files:
-            count = 0
-            for document in read_file_documents(path, self.field, self.prompt_field):
-                count += 1
-                yield document
-            self.sources.append(
-                {"path": str(path), "sha256": file_sha256(path), "sha256_of": "file", "documents": count}
-            )
-        if self.hub is not None:
-            digest, count = hashlib.sha256(), 0
-            for document in _hub_documents(self.hub, self.field, self.prompt_field):
-                count += 1
-                update_document_hash(digest, document)
-                yield document
-            self.sources.append(
-                {
-                    "path": f"hf:{self.hub.name}",
-                    "config": self.hub.config,
-                    "split": self.hub.split,
-                    "sha256": digest.hexdigest(),
-                    "sha256_of": "text",
-                    "documents": count,
-                }
-            )
 
 
 def chunk_documents(documents: Iterable[Document]) -> Iterator[list[Document]]:
@@ -428,39 +256,71 @@ def write_json_atomically(path: Path, data: dict) -> None:
     os.replace(temporary, path)
 
 
-def remove_build_files(out: Path) -> None:
-    """Delete this build's files (shards, masks, temporaries, state, manifest), nothing else."""
-    names = [MANIFEST_NAME, STATE_NAME, f"{MANIFEST_NAME}.tmp"]
-    for path in [*out.glob("shard_*"), *(out / name for name in names)]:
-        path.unlink(missing_ok=True)
+def build_files(state: dict) -> set[str]:
+    """The names a build with this state may have written: its recorded shards, the shard in progress (under
+    its final or its .tmp name), the state file and the manifest."""
+    names = {MANIFEST_NAME, f"{MANIFEST_NAME}.tmp", STATE_NAME}
+    names |= {shard[key] for shard in state["shards"] for key in ("file", "mask_file") if shard[key]}
+    index = len(state["shards"])
+    names |= {name + suffix for name in (shard_file_name(index), mask_file_name(index)) for suffix in ("", ".tmp")}
+    return names
 
 
-def _prepare_output(out: Path, config: dict, overwrite: bool) -> dict:
+def remove_build_files(out: Path, state: dict) -> None:
+    """Delete this build's files, nothing else."""
+    for name in build_files(state):
+        (out / name).unlink(missing_ok=True)
+
+
+def _prepare_output(out: Path, config: dict) -> dict:
     """The build state to continue from: the interrupted build's when it can resume, else a clean one."""
     out.mkdir(parents=True, exist_ok=True)
-    if (out / MANIFEST_NAME).exists() and not overwrite:
-        raise InputError(
-            f"{out} already holds a complete shard build ({MANIFEST_NAME}); pass --overwrite to replace it"
+    state = _read_state(out)
+    ours = build_files(state) if state else set()
+    if foreign := sorted(path.name for path in out.glob("shard_*") if path.name not in ours):
+        raise ConfigError(
+            f"--out {out} holds shard files this build did not write ({', '.join(foreign[:3])}"
+            f"{', ...' if len(foreign) > 3 else ''}); choose another folder or move them away"
         )
-    state = None if overwrite else _read_state(out)
     if state is None:
         return _start_clean(out, config)
     if state["config"] != config or not _shards_intact(out, state["shards"]):
         print(f"{out}: the interrupted build's settings or shard files differ; starting clean", file=sys.stderr)
+        remove_build_files(out, state)
         return _start_clean(out, config)
-    kept = {STATE_NAME} | {shard[key] for shard in state["shards"] for key in ("file", "mask_file") if shard[key]}
-    for path in out.glob("shard_*"):
-        if path.name not in kept:
-            path.unlink()
     return state
 
 
 def _start_clean(out: Path, config: dict) -> dict:
-    remove_build_files(out)
     (out / STATE_NAME).write_text(
         json.dumps({"format": f"{FORMAT} build state", "config": config}) + "\n", encoding="utf-8"
     )
     return {"config": config, "shards": []}
+
+
+def _manifest_files(path: Path) -> set[str]:
+    shards = json.loads(path.read_text(encoding="utf-8"))["shards"]
+    return {shard[key] for shard in shards for key in ("file", "mask_file") if shard[key]}
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Replace the complete build in `out` by the complete build in `staging`, resumably: the old build's file
+    names are saved first, so a swap cut short is finished by the next run."""
+    replacing = staging / REPLACING_NAME
+    if not replacing.exists():
+        old_files = _manifest_files(out / MANIFEST_NAME) if (out / MANIFEST_NAME).exists() else set()
+        write_json_atomically(replacing, {"files": sorted(old_files)})
+    new_files = _manifest_files(staging / MANIFEST_NAME)
+    (out / MANIFEST_NAME).unlink(missing_ok=True)  # from here on `out` is incomplete until the new manifest lands
+    for name in json.loads(replacing.read_text())["files"]:
+        if name not in new_files:
+            (out / name).unlink(missing_ok=True)
+    for name in new_files:
+        if (staging / name).exists():
+            os.replace(staging / name, out / name)
+    os.replace(staging / MANIFEST_NAME, out / MANIFEST_NAME)
+    replacing.unlink()
+    staging.rmdir()
 
 
 def _read_state(out: Path) -> dict | None:
@@ -499,11 +359,11 @@ def _choose_dtype(vocab_size: int, requested: str) -> str:
     try:
         fitting = dtype_for_vocab(vocab_size)
     except ShardFormatError as error:
-        raise InputError(f"--tokenizer: {error}") from None
+        raise ConfigError(f"--tokenizer: {error}") from None
     if requested == "auto":
         return fitting
     if vocab_size > np.iinfo(DTYPES[requested]).max + 1:
-        raise InputError(
+        raise ConfigError(
             f"--dtype {requested} cannot hold the ids of a {vocab_size}-token vocabulary; use {fitting} or auto"
         )
     return requested
@@ -524,16 +384,23 @@ def build_shards(
 ) -> dict:
     """Build (or finish an interrupted build of) a shard folder; returns its manifest."""
     if workers < 1:
-        raise InputError(f"--workers must be at least 1, got {workers}")
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
     if shard_tokens < 1:
-        raise InputError(f"--shard-tokens must be at least 1, got {shard_tokens}")
+        raise ConfigError(f"--shard-tokens must be at least 1, got {shard_tokens}")
     tokenizer = load_tokenizer(tokenizer_source)
     vocab_size = tokenizer.get_vocab_size(with_added_tokens=True)
     dtype = _choose_dtype(vocab_size, dtype)
     files = list_input_files(inputs)
     if not files and hub is None:
-        raise InputError("no inputs: name JSONL, Parquet or text files or folders, or --hf-dataset")
+        raise ConfigError("no inputs: name JSONL, Parquet or text files or folders, or --hf-dataset")
     out = Path(out)
+    staging = out / STAGING_NAME
+    if (staging / MANIFEST_NAME).exists():  # a replacement was complete but not yet swapped in
+        _swap_in(staging, out)
+    if (out / MANIFEST_NAME).exists() and not overwrite:
+        raise ConfigError(
+            f"{out} already holds a complete shard build ({MANIFEST_NAME}); pass --overwrite to replace it"
+        )
     config = {
         "tokenizer_sha256": tokenizer_hash(tokenizer),
         "inputs": [str(path.resolve()) for path in files],
@@ -543,8 +410,20 @@ def build_shards(
         "shard_tokens": shard_tokens,
         "dtype": dtype,
     }
-    state = _prepare_output(out, config, overwrite)
     stream = DocumentStream(files, hub, field, prompt_field)
+    if not (out / MANIFEST_NAME).exists():
+        return _build(tokenizer, tokenizer_source, out, config, stream, workers)
+    manifest = _build(tokenizer, tokenizer_source, staging, config, stream, workers)  # --overwrite: beside the old
+    _swap_in(staging, out)
+    return manifest
+
+
+def _build(
+    tokenizer: Tokenizer, tokenizer_source: str | Path, out: Path, config: dict, stream: DocumentStream, workers: int
+) -> dict:
+    """Build, or finish, the shards of `stream` in `out`; returns the manifest written there."""
+    dtype, prompt_field = config["dtype"], config["prompt_field"]
+    state = _prepare_output(out, config)
     documents, digest = iter(stream), hashlib.sha256()
     if state["shards"]:
         if _skip_built_documents(documents, state["shards"][-1], digest):
@@ -552,6 +431,7 @@ def build_shards(
             print(f"{out}: resuming after {len(state['shards'])} complete shards ({done} documents)", file=sys.stderr)
         else:
             print(f"{out}: inputs changed since the interrupted build; starting clean", file=sys.stderr)
+            remove_build_files(out, state)
             state = _start_clean(out, config)
             documents, digest = iter(stream), hashlib.sha256()
 
@@ -564,18 +444,18 @@ def build_shards(
             progress.set_postfix(documents=writer.documents_done, shards=len(state["shards"]))
     shards = writer.finish()
     if not shards:
-        remove_build_files(out)
-        raise InputError(f"the inputs hold no documents: {[str(path) for path in files] or hub}")
+        remove_build_files(out, state)
+        raise ConfigError(f"the inputs hold no documents: {[source['path'] for source in stream.sources]}")
 
     manifest = {
         "format": FORMAT,
         "dtype": dtype,
         "eos_id": eos_id(tokenizer),
-        "vocab_size": vocab_size,
+        "vocab_size": tokenizer.get_vocab_size(with_added_tokens=True),
         "tokenizer": {"source": str(tokenizer_source), "sha256": config["tokenizer_sha256"]},
         "num_tokens": sum(shard["num_tokens"] for shard in shards),
         "num_documents": sum(shard["num_documents"] for shard in shards),
-        "shard_tokens": shard_tokens,
+        "shard_tokens": config["shard_tokens"],
         "loss_mask": prompt_field is not None,
         "shards": [
             {key: shard[key] for key in shard if key not in ("documents_end", "text_sha256")} for shard in shards
@@ -618,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
             dtype=args.dtype,
             overwrite=args.overwrite,
         )
-    except (InputError, TokenizerError) as error:
+    except (ConfigError, TokenizerError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(

@@ -27,8 +27,9 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from data_prep.build_shards import InputError, build_shards
+from data_prep.build_shards import build_shards
 from data_prep.train_tokenizer import save_tokenizer, train_tokenizer
+from phi1.errors import ConfigError
 from phi1.shards import MANIFEST_NAME, read_manifest
 from phi1.tokenizer import load_tokenizer, tokenizer_hash
 
@@ -68,7 +69,7 @@ def build_demo_corpus(out: Path, vocab_size: int = 4096, max_bytes: int = 16_000
     """Build (or finish) the demo folders; returns each part's manifest by folder name."""
     code_files = standard_library_files(max_bytes)
     if not code_files:
-        raise InputError(f"no standard library sources found under {sysconfig.get_paths()['stdlib']}")
+        raise ConfigError(f"no standard library sources found under {sysconfig.get_paths()['stdlib']}")
     tokenizer_path = out / "tokenizer.json"
     if tokenizer_path.exists():
         print(f"{tokenizer_path}: kept")
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         manifests = build_demo_corpus(args.out, args.vocab_size, int(args.max_mb * 1e6), args.workers)
-    except InputError as error:
+    except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"demo corpus in {args.out} (tokenizer.json: {manifests['code']['vocab_size']} tokens)")

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-from data_prep.build_shards import InputError, list_input_files, read_file_documents
+from data_prep.documents import list_input_files, read_file_documents
+from phi1.errors import ConfigError
 from phi1.tokenizer import EOS_TOKEN, WHITESPACE_TOKENS
 
 MIN_VOCAB_SIZE = 257  # the 256 byte symbols and <|endoftext|>
@@ -34,7 +35,7 @@ def train_tokenizer(documents: Iterable[str], vocab_size: int, show_progress: bo
     """Train byte-level BPE to ``vocab_size`` tokens (``<|endoftext|>`` included), then add CodeGen's
     whitespace tokens. A corpus with too few distinct merges gives a smaller vocabulary."""
     if vocab_size < MIN_VOCAB_SIZE:
-        raise InputError(f"--vocab-size must be at least {MIN_VOCAB_SIZE} (256 byte symbols + {EOS_TOKEN})")
+        raise ConfigError(f"--vocab-size must be at least {MIN_VOCAB_SIZE} (256 byte symbols + {EOS_TOKEN})")
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -44,8 +45,17 @@ def train_tokenizer(documents: Iterable[str], vocab_size: int, show_progress: bo
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=show_progress,
     )
-    # Each document as the pieces BPE will see: whitespace runs become added tokens, never BPE merges.
-    tokenizer.train_from_iterator((WHITESPACE_RUN.split(document) for document in documents), trainer)
+    chars = 0
+
+    def pieces():  # each document as the pieces BPE will see: whitespace runs become added tokens, not merges
+        nonlocal chars
+        for document in documents:
+            chars += len(document)
+            yield WHITESPACE_RUN.split(document)
+
+    tokenizer.train_from_iterator(pieces(), trainer)
+    if chars == 0:
+        raise ConfigError("the inputs hold no text to train a tokenizer on")
     tokenizer.add_special_tokens([AddedToken(EOS_TOKEN, special=True, normalized=False)])
     tokenizer.add_tokens([AddedToken(run, special=False, normalized=False) for run in WHITESPACE_TOKENS])
     return tokenizer
@@ -69,11 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.out.exists() and not args.overwrite:
-            raise InputError(f"{args.out} already exists; pass --overwrite to replace it")
+            raise ConfigError(f"{args.out} already exists; pass --overwrite to replace it")
         files = list_input_files(args.inputs)
         documents = (document for path in files for document in read_file_documents(path, args.field))
         tokenizer = train_tokenizer(documents, args.vocab_size)
-    except InputError as error:
+    except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     save_tokenizer(tokenizer, args.out)

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from data_prep import build_shards as build_shards_module
-from data_prep.build_shards import STATE_NAME, HubDataset, InputError, build_shards
+from data_prep.build_shards import STATE_NAME, build_shards
+from data_prep.documents import HubDataset
+from phi1.errors import ConfigError
 from phi1.shards import ShardFormatError, open_loss_masks, open_shards, read_manifest, shard_file_name
 from phi1.tokenizer import EOS_TOKEN, eos_id, load_tokenizer
 
@@ -48,7 +50,8 @@ def decode_documents(tokens: np.ndarray, tokenizer) -> list[str]:
 
 
 def folder_bytes(folder) -> dict[str, bytes]:
-    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+    """The files of a folder (not its subfolders: an interrupted --overwrite build stages in one)."""
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +208,7 @@ def test_parquet_without_the_field_names_file_and_columns(tmp_path, code_tokeniz
     import pyarrow as pa
 
     pq.write_table(pa.table({"content": ["x"]}), tmp_path / "d.parquet")
-    with pytest.raises(InputError, match=r"d.parquet: no column 'text' \(columns: \['content'\]\); set --field"):
+    with pytest.raises(ConfigError, match=r"d.parquet: no column 'text' \(columns: \['content'\]\); set --field"):
         build_shards(code_tokenizer, tmp_path / "out", [tmp_path / "d.parquet"])
 
 
@@ -221,6 +224,36 @@ def test_complete_build_is_kept_unless_overwrite(tmp_path, run_python, code_toke
     run_python(*args, "--shard-tokens", "500", "--overwrite")
     assert len(read_manifest(out)["shards"]) > 1
     assert (out / "README.txt").read_text(encoding="utf-8") == "the user's own file"
+
+
+def test_shard_files_the_builder_did_not_write_are_never_deleted(tmp_path, code_tokenizer, corpus):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "shard_00000.bin").write_bytes(b"the user's own file")
+    with pytest.raises(ConfigError, match=r"holds shard files this build did not write \(shard_00000.bin\)"):
+        build_shards(code_tokenizer, out, [corpus])
+    assert (out / "shard_00000.bin").read_bytes() == b"the user's own file"
+
+
+def test_overwrite_keeps_the_previous_build_until_the_new_one_is_complete(tmp_path, code_tokenizer, monkeypatch):
+    good = write_jsonl(tmp_path / "good.jsonl", DOCUMENTS)
+    out = tmp_path / "out"
+    build_shards(code_tokenizer, out, [good], shard_tokens=500)
+    (out / "README.txt").write_text("the user's own file")
+    before = folder_bytes(out)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(json.dumps({"text": d}) + "\n" for d in DOCUMENTS) + "{not json\n")
+    with pytest.raises(ConfigError, match=r"bad.jsonl:\d+: malformed JSON"):
+        build_shards(code_tokenizer, out, [bad], shard_tokens=500, overwrite=True)
+    assert folder_bytes(out) == before and read_manifest(out)["sources"][0]["path"] == str(good)
+    # an overwrite interrupted between shards resumes in the staging folder, then replaces the old build
+    other = write_jsonl(tmp_path / "other.jsonl", DOCUMENTS[::-1])
+    _build_interrupted_after(2, monkeypatch, code_tokenizer, out, [other], shard_tokens=300, overwrite=True)
+    assert folder_bytes(out) == before
+    build_shards(code_tokenizer, out, [other], shard_tokens=300, overwrite=True)
+    build_shards(code_tokenizer, tmp_path / "clean", [other], shard_tokens=300)
+    assert folder_bytes(out) == {**folder_bytes(tmp_path / "clean"), "README.txt": before["README.txt"]}
+    assert not (out / ".overwrite").exists()
 
 
 def test_killed_build_resumes_to_the_same_bytes(tmp_path, code_tokenizer, repo_root):
@@ -290,8 +323,8 @@ def test_resume_starts_clean_when_inputs_or_settings_changed(tmp_path, code_toke
     build_shards(code_tokenizer, tmp_path / "clean", [corpus], shard_tokens=500)
     assert folder_bytes(out) == folder_bytes(tmp_path / "clean")
 
-    _build_interrupted_after(2, monkeypatch, code_tokenizer, out, [corpus], shard_tokens=500, overwrite=True)
-    build_shards(code_tokenizer, out, [corpus], shard_tokens=400)
+    _build_interrupted_after(2, monkeypatch, code_tokenizer, out, [corpus], shard_tokens=300, overwrite=True)
+    build_shards(code_tokenizer, out, [corpus], shard_tokens=400, overwrite=True)
     assert "settings or shard files differ; starting clean" in capsys.readouterr().err
     assert read_manifest(out)["shard_tokens"] == 400
 
