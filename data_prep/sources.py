@@ -15,7 +15,6 @@ and `repo`, `path`, `license` where the source gives them (other fields of a loc
 """
 
 import argparse
-import glob
 import hashlib
 import unicodedata
 from pathlib import Path
@@ -28,7 +27,7 @@ from data_prep.stages import UsageError
 STACK_DATASET = "bigcode/the-stack-dedup"
 STACK_DATA_DIR = "data/python"
 STACKOVERFLOW_DATASET = "suriyagunasekar/stackoverflow-python-with-meta-data"
-RECORD_PATTERNS = {"jsonl": ("**/*.jsonl", "**/*.jsonl.gz"), "parquet": ("**/*.parquet",), "py": ("**/*.py",)}
+SUFFIXES = {"jsonl": (".jsonl", ".jsonl.gz"), "parquet": (".parquet",), "py": (".py",)}
 
 
 def normalize(text: str) -> str:
@@ -44,6 +43,11 @@ def document_id(text: str) -> str:
 
 
 # ----------------------------------------------------------------------------- adapters (raw record -> document)
+
+
+def local_path(reader: BaseDiskReader, path: str) -> str:
+    """The full path of a file a reader reads (readers of listed files are rooted at "/")."""
+    return "/" + reader.data_folder.resolve_paths(path).lstrip("/")
 
 
 def stack_adapter(reader: BaseReader, data: dict, path: str, id_in_file: int | str) -> dict:
@@ -83,7 +87,7 @@ def record_adapter(reader: BaseReader, data: dict, path: str, id_in_file: int | 
         metadata["source_id"] = own_id
     metadata.update(data)
     metadata.setdefault("source", "local")
-    metadata.setdefault("path", f"{reader.data_folder.resolve_paths(path)}:{id_in_file}")
+    metadata.setdefault("path", f"{local_path(reader, path)}:{id_in_file}")
     return {"text": text, "id": document_id(text), "metadata": metadata}
 
 
@@ -93,13 +97,18 @@ def code_file_adapter(reader: BaseReader, data: dict, path: str, id_in_file: int
 
 
 class CodeFileReader(BaseDiskReader):
-    """Each source file (``.py`` by default) is one document; files that are not UTF-8 are counted and skipped."""
+    """Each source file is one document; files that are not UTF-8 are counted (`not_utf8`) and skipped."""
 
     name = "📄 Code files"
 
-    def __init__(self, data_folder: str, glob_pattern: str = "**/*.py", limit: int = -1):
+    def __init__(self, data_folder: str, paths_file: str | None = None, glob_pattern: str | None = None, limit=-1):
         super().__init__(
-            data_folder, glob_pattern=glob_pattern, limit=limit, adapter=code_file_adapter, add_file_path=False
+            data_folder,
+            paths_file,
+            glob_pattern=glob_pattern,
+            limit=limit,
+            adapter=code_file_adapter,
+            add_file_path=False,
         )
 
     def read_file(self, filepath: str):
@@ -110,9 +119,7 @@ class CodeFileReader(BaseDiskReader):
         except UnicodeDecodeError:
             self.stat_update("not_utf8")
             return
-        document = self.get_document_from_dict(
-            {"text": text, "path": self.data_folder.resolve_paths(filepath)}, filepath, 0
-        )
+        document = self.get_document_from_dict({"text": text, "path": local_path(self, filepath)}, filepath, 0)
         if document:
             yield document
 
@@ -143,46 +150,60 @@ def stackoverflow_reader(limit: int = -1, dataset: str = STACKOVERFLOW_DATASET, 
     )
 
 
-def local_readers(inputs: list[str | Path], field: str = "text", limit: int = -1) -> list[BaseReader]:
-    """Readers for local files and folders: JSONL and Parquet records (text in `field`) and ``.py`` files."""
-    readers = []
+def input_files(inputs: list[str | Path]) -> dict[str, list[Path]]:
+    """The files of each kind ("jsonl", "parquet", "py") among the inputs, folders searched recursively
+    (hidden entries and __pycache__ skipped), as sorted absolute paths."""
+    files: dict[str, set[Path]] = {kind: set() for kind in SUFFIXES}
     for name in inputs:
-        path = Path(name)
+        path = Path(name).resolve()
         if path.is_dir():
             found = [
-                (kind, pattern)
-                for kind, patterns in RECORD_PATTERNS.items()
-                for pattern in patterns
-                if next(path.glob(pattern), None) is not None
+                file
+                for file in path.rglob("*")
+                if _kind(file) is not None
+                and file.is_file()
+                and not any(part.startswith(".") or part == "__pycache__" for part in file.relative_to(path).parts)
             ]
             if not found:
-                raise UsageError(f"input folder {path} holds no .jsonl, .jsonl.gz, .parquet or .py files")
-            readers += [_reader(kind, str(path), pattern, field, limit) for kind, pattern in found]
+                raise UsageError(f"input folder {name} holds no .jsonl, .jsonl.gz, .parquet or .py files")
+            for file in found:
+                files[_kind(file)].add(file)
         elif path.is_file():
-            kind = next(
-                (
-                    kind
-                    for kind, patterns in RECORD_PATTERNS.items()
-                    if any(path.name.endswith(pattern[4:]) for pattern in patterns)
-                ),
-                None,
-            )
-            if kind is None:
-                raise UsageError(f"input {path}: expected a .jsonl, .jsonl.gz, .parquet or .py file, or a folder")
-            readers.append(_reader(kind, str(path.parent), glob.escape(path.name), field, limit))
+            if _kind(path) is None:
+                raise UsageError(f"input {name}: expected a .jsonl, .jsonl.gz, .parquet or .py file, or a folder")
+            files[_kind(path)].add(path)
         else:
-            raise UsageError(f"input {path} does not exist")
+            raise UsageError(f"input {name} does not exist")
+    return {kind: sorted(found) for kind, found in files.items() if found}
+
+
+def _kind(path: Path) -> str | None:
+    return next((kind for kind, suffixes in SUFFIXES.items() if path.name.endswith(suffixes)), None)
+
+
+def write_paths_file(files: list[Path], path: Path) -> Path:
+    """The list datatrove readers shard by (`paths_file`): one path per line, relative to the root folder, so
+    task r reads files r, r + tasks, r + 2 tasks, ..."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{file.relative_to(file.anchor)}\n" for file in files))
+    return path
+
+
+def local_readers(inputs: list[str | Path], listing: Path, field: str = "text", limit: int = -1) -> list[BaseReader]:
+    """Readers for local files and folders: JSONL and Parquet records (text in `field`) and ``.py`` files. The
+    file lists they shard are written to ``listing/inputs-<kind>.txt``."""
+    readers = []
+    for kind, files in input_files(inputs).items():
+        paths_file = str(write_paths_file(files, listing / f"inputs-{kind}.txt"))
+        root = files[0].anchor
+        if kind == "py":
+            readers.append(CodeFileReader(root, paths_file=paths_file, limit=limit))
+            continue
+        reader_class = JsonlReader if kind == "jsonl" else ParquetReader
+        reader = reader_class(root, paths_file=paths_file, text_key=field, adapter=record_adapter, limit=limit)
+        reader.add_file_path = False  # the adapter records the file and line as `path`
+        readers.append(reader)
     return readers
-
-
-def _reader(kind: str, folder: str, pattern: str, field: str, limit: int) -> BaseReader:
-    if kind == "py":
-        return CodeFileReader(folder, glob_pattern=pattern, limit=limit)
-    reader = (JsonlReader if kind == "jsonl" else ParquetReader)(
-        folder, glob_pattern=pattern, text_key=field, adapter=record_adapter, limit=limit
-    )
-    reader.add_file_path = False  # the adapter records the file and line as `path`
-    return reader
 
 
 # ----------------------------------------------------------------------------- flags
@@ -205,9 +226,10 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--limit", type=int, default=-1, help="at most this many documents per reader and task")
 
 
-def source_readers(args: argparse.Namespace) -> list[BaseReader]:
-    """The readers the flags ask for; checks up front that The Stack's token is there."""
-    readers = local_readers(args.input, args.field, args.limit)
+def source_readers(args: argparse.Namespace, listing: Path) -> list[BaseReader]:
+    """The readers the flags ask for (file lists of local inputs written to `listing`); checks up front that
+    The Stack's token is there."""
+    readers = local_readers(args.input, listing, args.field, args.limit)
     if args.stack:
         require_hub_token(STACK_DATASET)
         readers.append(stack_reader(args.limit))
