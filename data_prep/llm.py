@@ -4,7 +4,8 @@ It sends chat-completion requests to any OpenAI-compatible server (OpenAI, vLLM,
 the official `openai` client: the base URL from `--base-url` or OPENAI_BASE_URL, the key from OPENAI_API_KEY.
 
 Nothing lost, nothing paid twice. A `Request` has a stable id, a hash of its body (model, messages, sampling
-parameters), its template version and its seed. A run keeps a ledger in its folder (data_prep.journal):
+parameters), its template version and its seed. A run keeps a ledger in its folder, append-only JSONL that a kill
+can only tear at the last line (phi1.jsonl), held by one process at a time (a lock file):
 
     responses.jsonl   one line per answered request, appended and flushed the moment it arrives: id, content,
                       finish_reason, usage (prompt, cached, completion tokens) and cost
@@ -41,15 +42,17 @@ reaches a file or the terminal passes through `redact`.
 
 import argparse
 import asyncio
+import fcntl
 import hashlib
 import io
 import json
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import IO
 
 import openai
 import yaml
@@ -57,7 +60,7 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
 from tqdm import tqdm
 
-from data_prep.journal import Journal, hold_folder, read_at, read_journal
+from phi1.jsonl import JsonlAppender, read_jsonl
 
 PRICES_FILE = Path(__file__).with_name("prices.yaml")
 BATCH_DISCOUNT = 0.5
@@ -235,31 +238,53 @@ def read_completion(completion: object) -> tuple[str, str | None, str, dict]:
 # ----------------------------------------------------------------------------- the ledger
 
 
+def hold_folder(folder: Path) -> IO:
+    """Create `folder` if needed and lock it for this process (the lock goes when the process does, killed or
+    not); EngineError if another process holds it: two runs appending to one ledger would garble it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = open(folder / ".lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise EngineError(f"{folder} is in use by another run; wait for it or choose another folder") from None
+    return lock
+
+
+def read_records(path: Path) -> Iterator[dict]:
+    """The records of an append-only JSONL file (none if it does not exist), a torn last line skipped."""
+    if path.exists():
+        yield from (record for _, record in read_jsonl(path, torn_tail="skip"))
+
+
 class Ledger:
     """The folder's record of what was paid: responses.jsonl, errors.jsonl and batches.jsonl."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         self.lock = hold_folder(self.folder)
-        self.offsets: dict[str, int] = {}  # answered id -> its line in responses.jsonl
+        self.answered: set[str] = set()
         self.spent = 0.0
-        for offset, record in read_journal(self.folder / "responses.jsonl"):
-            self.offsets[record["id"]] = offset
+        for record in read_records(self.folder / "responses.jsonl"):
+            self.answered.add(record["id"])
             self.spent += record.get("cost_usd", 0.0)
-        for _, record in read_journal(self.folder / "errors.jsonl"):
+        for record in read_records(self.folder / "errors.jsonl"):
             self.spent += record.get("cost_usd", 0.0)
-        self.responses = Journal(self.folder / "responses.jsonl")
-        self.errors = Journal(self.folder / "errors.jsonl")
-        self.batches = Journal(self.folder / "batches.jsonl")
+        self.responses = JsonlAppender(self.folder / "responses.jsonl")
+        self.errors = JsonlAppender(self.folder / "errors.jsonl")
+        self.batches = JsonlAppender(self.folder / "batches.jsonl")
 
-    def answered(self, request_id: str) -> bool:
-        return request_id in self.offsets
-
-    def answer(self, request_id: str) -> Answer:
-        return Answer(**read_at(self.responses.path, self.offsets[request_id]))
+    def answers(self, request_ids: Collection[str]) -> dict[str, Answer]:
+        """The recorded answers of `request_ids`, by id (one pass over responses.jsonl)."""
+        return {
+            record["id"]: Answer(**record)
+            for record in read_records(self.responses.path)
+            if record["id"] in request_ids
+        }
 
     def add_answer(self, answer: Answer) -> None:
-        self.offsets[answer.id] = self.responses.append(asdict(answer))
+        self.responses.append(asdict(answer))
+        self.answered.add(answer.id)
         self.spent += answer.cost_usd
 
     def add_error(self, request_id: str, reason: str, final: bool, answer: Answer | None = None) -> None:
@@ -270,7 +295,7 @@ class Ledger:
         self.errors.append(record)
 
     def batch_events(self) -> list[dict]:
-        return [record for _, record in read_journal(self.batches.path)]
+        return list(read_records(self.batches.path))
 
     def close(self) -> None:
         for journal in (self.responses, self.errors, self.batches):
@@ -396,7 +421,7 @@ class Engine:
     def _unanswered(self, requests: Iterable[Request]) -> Iterator[Request]:
         for request in requests:  # checked lazily: answers collected from earlier batches count as answered
             self.summary.requested += 1
-            if self.ledger.answered(request.id):
+            if request.id in self.ledger.answered:
                 self.summary.skipped += 1
                 self.bar.update(1)
             else:
@@ -696,14 +721,14 @@ class Engine:
                 if line.strip():
                     self._collect_line(json.loads(line), failed, counted=request_ids is not None)
         for request_id in (request_ids or set()) - set(failed):
-            if not self.ledger.answered(request_id):
+            if request_id not in self.ledger.answered:
                 failed[request_id] = ("transient", f"not answered by batch {batch.id} ({batch.status})")
         self.ledger.batches.append({"event": "collected", "batch_id": batch.id, "status": batch.status})
         return failed
 
     def _collect_line(self, line: dict, failed: dict[str, tuple[str, str]], counted: bool) -> None:
         request_id, response = line.get("custom_id"), line.get("response") or {}
-        if self.ledger.answered(request_id):
+        if request_id in self.ledger.answered:
             return
         if response.get("status_code") != 200:
             error = line.get("error") or (response.get("body") or {}).get("error") or {}

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from openai_server import Reply
 
-from data_prep.journal import read_journal
 from data_prep.llm import (
     Engine,
     EngineError,
@@ -18,6 +17,7 @@ from data_prep.llm import (
     Request,
     load_prices,
     price_for,
+    read_records,
     retry_after_seconds,
 )
 
@@ -59,11 +59,11 @@ def run(folder: Path, server, batch: list[Request], check=None, **settings):
 
 def ledger_answer(folder: Path, server, request_id: str):
     with engine(folder, server) as instance:
-        return instance.ledger.answer(request_id)
+        return instance.ledger.answers([request_id])[request_id]
 
 
 def answered_ids(folder: Path) -> list[str]:
-    return [record["id"] for _, record in read_journal(folder / "responses.jsonl")]
+    return [record["id"] for record in read_records(folder / "responses.jsonl")]
 
 
 def test_request_id_hashes_body_template_and_seed():
@@ -89,14 +89,14 @@ def test_a_transient_fault_is_retried_and_the_answer_recorded_once(tmp_path, ope
     assert (summary.answered, summary.failed, summary.retries) == (1, 0, 1)
     assert [request["fault"] for request in openai_server.chat_requests] == [fault, None]
     assert len(answered_ids(tmp_path)) == 1
-    assert not list(read_journal(tmp_path / "errors.jsonl"))
+    assert not list(read_records(tmp_path / "errors.jsonl"))
 
 
 def test_a_request_that_keeps_failing_is_given_up_and_reported(tmp_path, openai_server):
     openai_server.inject("500", "500", "500", match="question 1")
     summary = run(tmp_path, openai_server, requests(3), max_attempts=3)
     assert (summary.answered, summary.failed) == (2, 1)
-    errors = [record for _, record in read_journal(tmp_path / "errors.jsonl")]
+    errors = [record for record in read_records(tmp_path / "errors.jsonl")]
     assert len(errors) == 1 and errors[0]["final"] and "HTTP 500" in errors[0]["error"]
     assert errors[0]["id"] == requests(3)[1].id
     # a rerun tries the failed request again and pays for nothing twice
@@ -140,7 +140,7 @@ def test_cut_and_filtered_answers_are_never_data(tmp_path, openai_server):
     assert (summary.answered, summary.failed) == (2, 1)
     ids = [request.id for request in requests(3)]
     assert sorted(answered_ids(tmp_path)) == sorted(ids[1:])
-    errors = [record for _, record in read_journal(tmp_path / "errors.jsonl")]
+    errors = [record for record in read_records(tmp_path / "errors.jsonl")]
     assert [(record["id"], record["final"]) for record in errors if record["id"] == ids[0]] == [(ids[0], False)] * 3 + [
         (ids[0], True)
     ]
@@ -152,7 +152,7 @@ def test_cut_and_filtered_answers_are_never_data(tmp_path, openai_server):
     # the cut answers were paid for: the ledger's spend counts them
     paid = [record["cost_usd"] for record in errors if not record["final"]]
     assert len(paid) == 4 and all(cost > 0 for cost in paid)
-    answers = sum(record["cost_usd"] for _, record in read_journal(tmp_path / "responses.jsonl"))
+    answers = sum(record["cost_usd"] for record in read_records(tmp_path / "responses.jsonl"))
     with engine(tmp_path, openai_server) as instance:
         assert instance.ledger.spent == pytest.approx(answers + sum(paid))
 
@@ -173,7 +173,7 @@ def test_cost_counts_prompt_cached_and_completion_tokens(tmp_path, openai_server
     # per answer: 6 uncached prompt tokens at $1, 4 cached at $0.50, 3 completion tokens at $2
     assert summary.cost_usd == pytest.approx(2 * (6 + 2 + 6))
     assert (summary.prompt_tokens, summary.cached_tokens, summary.completion_tokens) == (20, 8, 6)
-    assert [record["cost_usd"] for _, record in read_journal(tmp_path / "responses.jsonl")] == [14.0, 14.0]
+    assert [record["cost_usd"] for record in read_records(tmp_path / "responses.jsonl")] == [14.0, 14.0]
 
 
 def test_budget_cap_stops_cleanly_and_a_rerun_with_more_budget_finishes(tmp_path, openai_server):
@@ -243,8 +243,8 @@ def test_batch_backend_answers_at_half_price_and_resubmits_only_missing_ids(tmp_
         json.loads(line)["custom_id"] for line in openai_server.files[second["input_file_id"]]["content"].splitlines()
     ]
     assert sorted(resubmitted) == sorted([batch[2].id, batch[4].id])
-    assert [record["cost_usd"] for _, record in read_journal(tmp_path / "responses.jsonl")] == [7.5] * 6
-    events = [record["event"] for _, record in read_journal(tmp_path / "batches.jsonl")]
+    assert [record["cost_usd"] for record in read_records(tmp_path / "responses.jsonl")] == [7.5] * 6
+    events = [record["event"] for record in read_records(tmp_path / "batches.jsonl")]
     assert events == ["uploaded", "created", "collected"] * 2
 
 
