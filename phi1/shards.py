@@ -25,10 +25,14 @@ manifest.json::
 ``vocab_size`` is the tokenizer's (added tokens included), not the model's padded embedding size.
 """
 
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
+
+from phi1.errors import ConfigError
 
 FORMAT = "phi1-shards/1"
 MANIFEST_NAME = "manifest.json"
@@ -50,8 +54,8 @@ _MANIFEST_FIELDS = {
 _SHARD_FIELDS = {"file": str, "num_tokens": int, "num_documents": int}
 
 
-class ShardFormatError(ValueError):
-    """A shard folder that is incomplete or does not follow the phi1-shards format."""
+class ShardFormatError(ConfigError):
+    """A shard folder that is incomplete, changed, or does not follow the phi1-shards format."""
 
 
 def shard_file_name(index: int) -> str:
@@ -155,3 +159,66 @@ def _check_file_size(path: Path, expected: int, where: str) -> None:
         raise ShardFormatError(f"{where}: file {path} is missing")
     if path.stat().st_size != expected:
         raise ShardFormatError(f"{where}: {path} holds {path.stat().st_size} bytes, expected {expected}")
+
+
+def manifest_hash(manifest: dict) -> str:
+    """The identity of a build's token stream: a sha256 over its tokenizer, dtype and every shard's name,
+    length and sha256 (not over where its input documents were read from, so a moved folder keeps it)."""
+    stream = {
+        "dtype": manifest["dtype"],
+        "eos_id": manifest["eos_id"],
+        "tokenizer": manifest["tokenizer"].get("sha256"),
+        "shards": [
+            [s["file"], s["num_tokens"], s.get("sha256"), s.get("mask_file"), s.get("mask_sha256")]
+            for s in manifest["shards"]
+        ],
+    }
+    return hashlib.sha256(json.dumps(stream, sort_keys=True).encode()).hexdigest()
+
+
+SAMPLED_PAGES, PAGE_BYTES = 16, 4096
+
+
+def sampled_sha256(folder: str | Path, manifest: dict) -> str:
+    """A cheap checksum of a build's bytes as they are now: sha256 over every file's size and 16 pages of
+    4 KiB at fixed offsets (first and last included). Reads ~64 KiB per file, so it can run at every
+    setup; a change in place between two runs shows up unless it misses every sampled page."""
+    digest = hashlib.sha256()
+    for shard in manifest["shards"]:
+        for name in (shard["file"], shard.get("mask_file")):
+            if name is None:
+                continue
+            path = Path(folder) / name
+            size = path.stat().st_size
+            digest.update(f"{name}:{size}".encode())
+            with open(path, "rb") as f:
+                for offset in np.linspace(0, max(size - PAGE_BYTES, 0), SAMPLED_PAGES, dtype=np.int64):
+                    f.seek(int(offset))
+                    digest.update(f.read(PAGE_BYTES))
+    return digest.hexdigest()
+
+
+def verify_sha256(folder: str | Path, manifest: dict) -> None:
+    """Check every shard (and mask) file against the sha256 its manifest records; reads all the data."""
+    folder = Path(folder)
+    files = [
+        (s[key], s.get(digest))
+        for s in manifest["shards"]
+        for key, digest in (("file", "sha256"), ("mask_file", "mask_sha256"))
+        if s.get(key)
+    ]
+    total = sum((folder / name).stat().st_size for name, _ in files)
+    with tqdm(total=total, unit="B", unit_scale=True, desc=f"sha256 {folder}") as progress:
+        for name, expected in files:
+            if expected is None:
+                raise ShardFormatError(f"{folder / MANIFEST_NAME}: {name} has no sha256 to check against")
+            digest = hashlib.sha256()
+            with open(folder / name, "rb") as f:
+                while chunk := f.read(1 << 24):
+                    digest.update(chunk)
+                    progress.update(len(chunk))
+            if digest.hexdigest() != expected:
+                raise ShardFormatError(
+                    f"{folder / name}: sha256 {digest.hexdigest()[:16]}... differs from the manifest's "
+                    f"{expected[:16]}...; the file changed after the build: rebuild the folder"
+                )
