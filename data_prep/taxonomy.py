@@ -316,8 +316,8 @@ NAME_VERBS = (
 DIFFICULTIES = {
     "easy": "one idea, a loop or a comprehension, solvable in under 10 lines",
     "medium": "two ideas combined (for example a dictionary and sorting), with at least one edge case to handle",
-    "hard": "an algorithm with a named technique (dynamic programming, a graph search, two pointers ...), "
-    "where the obvious brute force is too slow or wrong",
+    "hard": "several steps of reasoning, with a named technique where it fits the topic (dynamic programming, a "
+    "graph search, two pointers ...), so that the obvious brute force is too slow or wrong",
 }
 
 CONSTRAINTS = (
