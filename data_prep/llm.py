@@ -46,11 +46,13 @@ import fcntl
 import hashlib
 import io
 import json
+import math
 import os
 import random
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import IO
 
@@ -187,14 +189,13 @@ def retry_after_seconds(headers) -> float | None:
         if value is None:
             continue
         try:
-            return min(max(float(value) * scale, 0.0), MAX_RETRY_AFTER)
+            delay = float(value) * scale
         except ValueError:
-            from email.utils import parsedate_to_datetime
-
             try:
-                return min(max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0), MAX_RETRY_AFTER)
+                delay = parsedate_to_datetime(value).timestamp() - time.time()
             except (TypeError, ValueError):
                 return None
+        return min(max(delay, 0.0), MAX_RETRY_AFTER) if not math.isnan(delay) else None
     return None
 
 
@@ -430,6 +431,7 @@ class Engine:
     async def _run(self, pending: Iterator[Request]) -> None:
         self.client = make_client(self.settings.base_url, self.settings.timeout)
         self.resume_at = 0.0  # the shared pause after a 429
+        self.released = asyncio.Event()  # set whenever budget held for a request is given back
         rpm, tpm = self.settings.requests_per_minute, self.settings.tokens_per_minute
         self.request_limit, self.token_limit = rpm and RateLimit(rpm), tpm and RateLimit(tpm)
         try:
@@ -456,13 +458,25 @@ class Engine:
         bound = {"prompt_tokens": request.prompt_bytes(), "cached_tokens": 0, "completion_tokens": request.max_tokens}
         return self._price(request.body["model"]).cost(bound, batch)
 
-    def _reserve(self, worst: float) -> None:
-        """Hold `worst` dollars of the cap for a request in flight, or raise BudgetReached."""
+    def _fits(self, worst: float) -> bool:
+        """Whether `worst` more dollars fit under the cap, beside what is spent and held for requests in flight."""
         cap = self.settings.max_cost_usd
-        if cap is not None and self.ledger.spent + self.reserved + worst > cap:
-            self.summary.stopped = "budget"
-            raise BudgetReached
+        return cap is None or self.ledger.spent + self.reserved + worst <= cap
+
+    async def _reserve(self, worst: float) -> None:
+        """Hold `worst` dollars of the cap for a request; while others are in flight, wait for them to settle
+        (they usually cost less than they held); BudgetReached if it cannot fit."""
+        while not self._fits(worst):
+            if self.reserved == 0:
+                self.summary.stopped = "budget"
+                raise BudgetReached
+            self.released.clear()
+            await self.released.wait()
         self.reserved += worst
+
+    def _release(self, worst: float) -> None:
+        self.reserved -= worst
+        self.released.set()
 
     def _answer(self, request_id: str, completion: object, model: str | None, backend: str, worst: float) -> Answer:
         """The Answer in `completion`, priced as `model` (default: the model the server names)."""
@@ -552,7 +566,7 @@ class Engine:
         transient = cut = 0
         while True:
             worst = self._worst_case(request, batch=False)
-            self._reserve(worst)
+            await self._reserve(worst)
             try:
                 await self._wait_for_turn(request.prompt_bytes() / BYTES_PER_TOKEN_ESTIMATE + (request.max_tokens or 0))
                 try:
@@ -567,7 +581,7 @@ class Engine:
             else:
                 failure = None
             finally:
-                self.reserved -= worst
+                self._release(worst)
             if isinstance(failure, Refused):
                 return self._give_up(request.id, str(failure))
             if isinstance(failure, Transient):
@@ -590,18 +604,18 @@ class Engine:
     async def _run_batches(self, pending: Iterator[Request]) -> None:
         await self._collect_earlier_batches()
         open_batches: dict[str, tuple[list[Request], float]] = {}  # batch id -> (its requests, budget held)
-        retry: list[Request] = []
+        retry: list[Request] = []  # requests to submit before the pending ones
         failures: dict[str, list[int]] = {}  # request id -> [transient failures, unusable answers]
-        budget_left = True
         while True:
-            while budget_left and len(open_batches) < self.settings.concurrency:
-                chunk, held = self._next_chunk(retry, pending)
-                budget_left = self.summary.stopped is None
+            short = False  # the next request does not fit the budget beside the open batches
+            while not short and len(open_batches) < self.settings.concurrency:
+                chunk, held, short = self._next_chunk(retry, pending)
                 if not chunk:
                     break
-                batch_id = await self._submit(chunk)
-                open_batches[batch_id] = (chunk, held)
+                open_batches[await self._submit(chunk)] = (chunk, held)
             if not open_batches:
+                if short:
+                    self.summary.stopped = "budget"
                 return
             await asyncio.sleep(self.settings.poll_interval)
             for batch_id in list(open_batches):
@@ -623,22 +637,23 @@ class Engine:
                         self.summary.retries += 1
                         retry.append(request)
 
-    def _next_chunk(self, retry: list[Request], pending: Iterator[Request]) -> tuple[list[Request], float]:
-        """Up to batch_size requests (retries first) that fit the budget and a 190 MB upload; the budget held."""
+    def _next_chunk(self, retry: list[Request], pending: Iterator[Request]) -> tuple[list[Request], float, bool]:
+        """Up to batch_size requests (retries first) that fit a 190 MB upload and the budget, which is held for
+        them: (the requests, the budget held, whether the next request was put back for want of budget)."""
         chunk, held, size = [], 0.0, 0
         while len(chunk) < self.settings.batch_size and size < BATCH_FILE_BYTES:
             request = retry.pop(0) if retry else next(pending, None)
             if request is None:
-                break
+                return chunk, held, False
             worst = self._worst_case(request, batch=True)
-            try:
-                self._reserve(worst)
-            except BudgetReached:
-                break
+            if not self._fits(worst):
+                retry.insert(0, request)
+                return chunk, held, True
+            self.reserved += worst
             chunk.append(request)
             held += worst
             size += request.prompt_bytes() + 256
-        return chunk, held
+        return chunk, held, False
 
     async def _submit(self, chunk: list[Request]) -> str:
         """Upload `chunk` and create its batch, recording both ids in the manifest; the batch id."""

@@ -192,6 +192,28 @@ def test_budget_cap_stops_cleanly_and_a_rerun_with_more_budget_finishes(tmp_path
     assert sorted(answered_ids(tmp_path / "capped")) == sorted(request.id for request in batch)
 
 
+def test_requests_that_fit_only_after_others_settle_wait_instead_of_stopping(tmp_path, openai_server):
+    openai_server.reply = lambda body: Reply("x", prompt_tokens=5, completion_tokens=5)  # $15, worst case $58
+    summary = run(tmp_path, openai_server, requests(3), concurrency=4, max_cost_usd=100.0)
+    assert summary.stopped is None and summary.answered == 3 and summary.total_cost_usd == 45.0
+
+
+def test_batch_backend_keeps_to_the_cap_too(tmp_path, openai_server):
+    openai_server.reply = lambda body: Reply("x", prompt_tokens=5, completion_tokens=5)  # $7.50 at batch price
+    batch = requests(12)
+    settings = dict(backend="batch", poll_interval=0.01, batch_size=3, concurrency=2)
+    summary = run(tmp_path, openai_server, batch, max_cost_usd=60.0, **settings)
+    assert summary.stopped == "budget" and summary.total_cost_usd <= 60.0 and 0 < summary.answered < 12
+    summary = run(tmp_path, openai_server, batch, max_cost_usd=1000.0, **settings)
+    assert summary.stopped is None and sorted(answered_ids(tmp_path)) == sorted(request.id for request in batch)
+    submitted = [
+        json.loads(line)["custom_id"]
+        for batch_run in openai_server.batches.values()
+        for line in openai_server.files[batch_run["input_file_id"]]["content"].splitlines()
+    ]
+    assert sorted(submitted) == sorted(request.id for request in batch)  # none submitted twice
+
+
 def test_an_unpriced_model_under_a_cap_is_an_error(tmp_path, openai_server):
     with pytest.raises(EngineError, match="no price"):
         run(tmp_path, openai_server, requests(1), max_cost_usd=1.0, prices={})
