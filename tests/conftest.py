@@ -14,6 +14,16 @@ def repo_root() -> Path:
 
 
 @pytest.fixture
+def openai_server():
+    """A fault-injecting OpenAI-compatible server on 127.0.0.1 (tests/openai_server.py), stopped after the test;
+    set its `reply`, `latency` ... and `inject` faults from the test."""
+    from openai_server import OpenAIServer
+
+    with OpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture
 def run_python():
     """Run `python ARGS...` from the repo root as a real subprocess; returns the CompletedProcess."""
 
@@ -61,3 +71,18 @@ def code_shards(tmp_path_factory, code_tokenizer) -> Path:
     out = tmp_path_factory.mktemp("shards") / "code"
     build_shards(code_tokenizer, out, stdlib_sources(60), shard_tokens=200_000)
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `slurm` run only where a SLURM cluster answers `sinfo` (`make test-slurm` starts a local one)."""
+    marked = [item for item in items if "slurm" in item.keywords]
+    if not marked:
+        return
+    try:
+        answers = subprocess.run(["sinfo", "-h"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        answers = False
+    if not answers:
+        skip = pytest.mark.skip(reason="no SLURM cluster answers `sinfo` (make test-slurm starts a local one)")
+        for item in marked:
+            item.add_marker(skip)
