@@ -106,7 +106,7 @@ def test_a_request_that_keeps_failing_is_given_up_and_reported(tmp_path, openai_
 
 
 def test_retry_after_is_honoured_and_pauses_every_request(tmp_path, openai_server):
-    openai_server.latency, openai_server.retry_after = 0.1, 0.6
+    openai_server.latency, openai_server.retry_after = 0.1, 0.8
     openai_server.inject("429")
     run(tmp_path, openai_server, requests(16), concurrency=4)
     arrivals = openai_server.chat_requests
@@ -119,7 +119,7 @@ def test_retry_after_is_honoured_and_pauses_every_request(tmp_path, openai_serve
     ][1]
     assert retry["time"] >= told_at + openai_server.retry_after
     # requests already on their way may arrive just after the 429 was sent; then nothing until the pause ends
-    window = (told_at + 0.1, told_at + openai_server.retry_after)
+    window = (told_at + 0.2, told_at + openai_server.retry_after)
     assert not [request for request in arrivals if window[0] < request["time"] < window[1]]
     assert len(answered_ids(tmp_path)) == 16
 
@@ -247,10 +247,13 @@ def test_a_refused_key_stops_the_run_and_the_key_is_written_nowhere(tmp_path, op
     assert KEY not in out + err
 
 
-def test_rate_limits_space_requests(tmp_path, openai_server):
-    run(tmp_path, openai_server, requests(5), concurrency=4, requests_per_minute=600)
-    times = sorted(request["time"] for request in openai_server.chat_requests)
-    assert min(later - earlier for earlier, later in zip(times, times[1:], strict=False)) >= 0.09
+@pytest.mark.parametrize("limit", [{"requests_per_minute": 600}, {"tokens_per_minute": 600 * 24.5}])
+def test_rate_limits_spread_requests_over_time(tmp_path, openai_server, limit):
+    # 600 a minute is one every 0.1 s; a request counts 18 prompt bytes / 4 + max_tokens 20 = 24.5 tokens
+    start = time.monotonic()
+    run(tmp_path, openai_server, requests(5), concurrency=4, **limit)
+    assert time.monotonic() - start >= 4 * 0.1  # the fifth cannot leave before four intervals have passed
+    assert len(openai_server.chat_requests) == 5
 
 
 def test_batch_backend_answers_at_half_price_and_resubmits_only_missing_ids(tmp_path, openai_server):

@@ -54,6 +54,12 @@ def arguments(out: Path, n: int, *extra: str) -> list[str]:
     return ["--model", "gpt-4o-mini", "--n-samples", str(n), "--out", str(out), "--no-progress", *extra]
 
 
+def start(out: Path, n: int, extra: tuple[str, ...], env: dict) -> subprocess.Popen:
+    """The CLI as a real subprocess, to be killed."""
+    command = [sys.executable, "-m", "data_prep.textbooks", *arguments(out, n, *extra)]
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def run(out: Path, n: int, *extra: str, monkeypatch, server) -> int:
     """The CLI in this process (fast); the kill tests use real subprocesses."""
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
@@ -97,14 +103,7 @@ def test_killed_twice_at_random_moments_then_resumed_gives_exactly_n_records(tmp
     extra = ("--concurrency", str(concurrency))
     first = rng.randint(1, 12)
     for requests_seen in (first, first + rng.randint(1, 12)):
-        process = subprocess.Popen(
-            [sys.executable, "-m", "data_prep.textbooks", *arguments(tmp_path, n, *extra)],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        process = start(tmp_path, n, extra, env)
         kill_when(process, server, requests_seen, rng)
     assert run(tmp_path, n, *extra, monkeypatch=monkeypatch, server=server) == 0, f"seed {seed}"
     kept = records(tmp_path)
@@ -209,14 +208,7 @@ def test_batch_backend_killed_after_submitting_polls_on_restart(tmp_path, server
     server.hold_batches = True
     n = 6
     extra = ("--backend", "batch", "--poll-interval", "0.05")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "data_prep.textbooks", *arguments(tmp_path, n, *extra)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start(tmp_path, n, extra, env)
     deadline = time.monotonic() + 60
     while not any(batch["polls"] for batch in server.batches.values()) and time.monotonic() < deadline:
         time.sleep(0.01)
