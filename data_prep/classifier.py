@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from datatrove.data import DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
 
 from data_prep.code_words import code_words
 from data_prep.embed import Embedder, EmbedderSpec, EmbeddingCache, add_embedder_arguments, embed_documents
@@ -286,6 +288,23 @@ def fit_from_labels(
     save_classifier(classifier, out)
     plot_thresholds(classifier.metrics, out / "thresholds.png")
     return classifier
+
+
+class TrainClassifier(PipelineStep):
+    """A one-task stage of a chain: `fit_from_labels`, then the table of metrics in the task's log."""
+
+    type = "🌲 - CLASSIFIER"
+    name = "train quality classifier"
+
+    def __init__(self, labels: str | Path, out: str | Path, spec: EmbedderSpec, cache: str | Path, **options):
+        super().__init__()
+        self.labels, self.out, self.spec, self.cache, self.options = str(labels), str(out), spec, str(cache), options
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        classifier = fit_from_labels([self.labels], Path(self.out), self.spec, Path(self.cache), **self.options)
+        print(format_table(classifier.metrics), file=sys.stderr)
+        self.stat_update("held_out", value=classifier.metrics["held_out"])
+        yield from data or ()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,6 +44,7 @@ import ast
 import json
 import re
 import sys
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,9 +180,15 @@ def code_units(text: str) -> list[Unit] | None:
     return [unit for units in blocks for unit in units] if blocks else None
 
 
+def _parse(code: str) -> ast.Module:
+    with warnings.catch_warnings():  # the code's own invalid escapes and the like are not our business
+        warnings.simplefilter("ignore")
+        return ast.parse(code)
+
+
 def _parse_units(code: str) -> list[Unit] | None:
     try:
-        module = ast.parse(code)
+        module = _parse(code)
         bound = bound_names(module)
         return [_encode(statement, bound)[2] for statement in _statements(module, "body", module.body)]
     except (SyntaxError, ValueError, RecursionError, MemoryError):
@@ -269,7 +276,7 @@ class Reference:
 def _problem_docstrings(prompt: str) -> str:
     """The docstrings of a prompt (module, functions, classes), or the prompt itself if it does not parse."""
     try:
-        tree = ast.parse(prompt)
+        tree = _parse(prompt)
     except (SyntaxError, ValueError):
         return prompt
     nodes = [
@@ -303,7 +310,7 @@ def load_references(benchmarks: list[str], data: dict[str, str | None]) -> list[
 
 def _top_level_kinds(code: str) -> list[bool]:
     """For each top-level statement `_parse_units` keeps: is it an import?"""
-    module = ast.parse(code)
+    module = _parse(code)
     return [isinstance(node, ast.Import | ast.ImportFrom) for node in _statements(module, "body", module.body)]
 
 
@@ -407,6 +414,19 @@ class DecontaminationFilter(BaseFilter):
         self.threshold, self.ngram, self.min_nodes = threshold, ngram, min_nodes
         self.embedder_spec, self.max_distance = embedder, max_distance
         self.floor = min(threshold, min(TAU_GRID))
+
+    @property
+    def settings(self) -> dict:
+        """What decides the matches, as the report records it."""
+        return {
+            "benchmarks": self.benchmarks,
+            "data": self.data,
+            "threshold": self.threshold,
+            "ngram": self.ngram,
+            "min_nodes": self.min_nodes,
+            "max_distance": self.max_distance,
+            "embedder": self.embedder_spec.to_dict() if self.embedder_spec else None,
+        }
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         self.index = BenchmarkIndex(load_references(self.benchmarks, self.data), self.ngram, self.min_nodes)
@@ -541,16 +561,33 @@ class StrictJsonlReader(JsonlReader):
                     yield document
 
 
-class MergeParts(PipelineStep):
-    """Last stage (one task): the kept records of every task into one JSONL file, and the report."""
+class DecontaminationReport(PipelineStep):
+    """One task after the filter's stage: the tasks' parts merged into one report (`merge_reports`)."""
+
+    type = "🧪 - DECONT"
+    name = "decontamination report"
+
+    def __init__(self, reports: str | Path, out: str | Path, settings: dict):
+        super().__init__()
+        self.reports, self.out, self.settings = str(reports), str(out), settings
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        references = load_references(self.settings["benchmarks"], self.settings["data"])
+        report = merge_reports(sorted(Path(self.reports).glob("*.json")), references, self.settings)
+        Path(self.out).write_text(json.dumps(report, indent=2) + "\n")
+        yield from data or ()
+
+
+class ConcatenateParts(PipelineStep):
+    """One task: the task files of a folder, in task order, into one JSONL file (gzipped if it ends in .gz),
+    which appears only once complete."""
 
     type = "💽 - WRITER"
-    name = "merge"
+    name = "concatenate"
 
-    def __init__(self, parts: str | Path, reports: str | Path, out: str | Path, report: str | Path, settings: dict):
+    def __init__(self, parts: str | Path, out: str | Path):
         super().__init__()
-        self.parts, self.reports, self.out, self.report = str(parts), str(reports), str(out), str(report)
-        self.settings = settings
+        self.parts, self.out = str(parts), str(out)
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         import gzip
@@ -558,16 +595,12 @@ class MergeParts(PipelineStep):
 
         out = Path(self.out)
         temporary = out.with_name(f".{out.name}.tmp")
-        opener = gzip.open if out.name.endswith(".gz") else open
-        with opener(temporary, "wb") as sink:
+        with (gzip.open if out.name.endswith(".gz") else open)(temporary, "wb") as sink:
             for part in sorted(Path(self.parts).glob("*.jsonl.gz")):
                 with gzip.open(part, "rb") as source:
                     for line in source:
                         sink.write(line)
                         self.stat_update("records")
-        references = load_references(self.settings["benchmarks"], self.settings["data"])
-        report = merge_reports(sorted(Path(self.reports).glob("*.json")), references, self.settings)
-        Path(self.report).write_text(json.dumps(report, indent=2) + "\n")
         os.replace(temporary, out)
         yield from data or ()
 
@@ -626,18 +659,16 @@ def main(argv: list[str] | None = None) -> int:
         exclusion_writer=JsonlWriter(str(work / "flagged"), output_filename="${rank}.jsonl.gz"),
     )
     writer = JsonlWriter(str(work / "kept"), output_filename="${rank}.jsonl.gz", adapter=record_writer_adapter)
-    settings = {
-        "benchmarks": benchmarks,
-        "data": data,
-        "threshold": args.threshold,
-        "ngram": args.ngram,
-        "min_nodes": args.min_nodes,
-        "max_distance": args.max_distance,
-        "embedder": spec.to_dict() if spec else None,
-    }
     stages = [
         Stage("decontaminate", [reader, step, writer]),
-        Stage("merge", [MergeParts(work / "kept", work / "reports", args.out, args.report, settings)], tasks=1),
+        Stage(
+            "merge",
+            [
+                ConcatenateParts(work / "kept", args.out),
+                DecontaminationReport(work / "reports", args.report, step.settings),
+            ],
+            tasks=1,
+        ),
     ]
     try:
         run_stages(stages, options, work / "logs", work / "stages.json")

@@ -1,7 +1,8 @@
 """Exact, then near-duplicate removal (paper §2.1: "deduplicated" The Stack and StackOverflow), on datatrove.
 
     python -m data_prep.dedup --out WORK [--input PATH ...] [--stack] [--stackoverflow] [--no-near]
-        [--ngrams 5] [--bands 25] [--rows 10] [--executor local|slurm] [--tasks N] [--workers W] ...
+        [--minhash-ngrams 5] [--minhash-bands 25] [--minhash-rows 10]
+        [--executor local|slurm] [--tasks N] [--workers W] ...
 
 writes the kept documents to ``WORK/deduplicated/<task>.jsonl.gz`` (datatrove's JSONL: text, id, metadata),
 the removed ones to ``WORK/exact/removed`` and ``WORK/minhash/removed``, what every step kept and dropped to
@@ -48,7 +49,7 @@ from datatrove.utils.hashing import HashConfig
 from datatrove.utils.text import TextNormConfig
 
 from data_prep.code_words import CodeWordTokenizer
-from data_prep.sources import add_source_arguments, source_readers
+from data_prep.sources import add_source_arguments, input_files, source_readers
 from data_prep.stages import (
     Stage,
     TaskOutputReader,
@@ -176,6 +177,13 @@ class ClusterSizeReport(PipelineStep):
         yield from data or ()
 
 
+def add_minhash_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("near deduplication (MinHash LSH)")
+    group.add_argument("--minhash-ngrams", type=int, default=5, help="code words per shingle")
+    group.add_argument("--minhash-bands", type=int, default=25, help="LSH bands (one datatrove bucket each)")
+    group.add_argument("--minhash-rows", type=int, default=10, help="hashes per LSH band")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
@@ -183,15 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="work folder (resumed if it holds this job)")
     add_source_arguments(parser)
     parser.add_argument("--no-near", action="store_true", help="exact deduplication only")
-    parser.add_argument("--ngrams", type=int, default=5, help="words per MinHash shingle")
-    parser.add_argument("--bands", type=int, default=25, help="LSH bands (one datatrove bucket each)")
-    parser.add_argument("--rows", type=int, default=10, help="hashes per LSH band")
+    add_minhash_arguments(parser)
     add_execution_arguments(parser)
     args = parser.parse_args(argv)
     try:
         options = execution_options(args)
-        readers = source_readers(args)
+        input_files(args.input)  # bad input stops here, before the work folder is claimed
         claim_work_folder(args.out, job_settings(args))
+        readers = source_readers(args, args.out)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -200,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_near:
         stages[-1].pipeline[-1] = task_writer(work / "deduplicated")
     else:
-        config = code_minhash_config(args.ngrams, args.bands, args.rows)
+        config = code_minhash_config(args.minhash_ngrams, args.minhash_bands, args.minhash_rows)
         stages += near_dedup_stages(work / "exact" / "kept", work / "deduplicated", work, config)
     run_stages(stages, options, work / "logs", work / "report.json")
     if options.executor == "local":

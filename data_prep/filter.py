@@ -2,15 +2,15 @@
 the ~6B the classifier rates educational are kept).
 
     python -m data_prep.filter --classifier DIR --out WORK [--input PATH ...] [--stack] [--stackoverflow]
-        [--threshold P] [--device auto] [--embed-batch-size 16] [--batch-size 256] [--cache DIR]
+        [--threshold P] [--device auto] [--embed-batch-size 16] [--classify-batch-size 256] [--cache DIR]
         [--executor local|slurm] [--tasks N] [--workers W] ...
 
 Each task streams its share of the sources through the classifier's own embedder (the one saved with it;
-`--device` and `--embed-batch-size` change only how it runs) and the random forest, `--batch-size` documents
-at a time, with a progress bar of documents per second. Documents scoring at least the threshold (the
-classifier's, or --threshold) go to ``WORK/filtered/<task>.jsonl.gz``, the others to ``WORK/dropped/``; both
-keep their P(educational) as `metadata.quality_score`. ``WORK/report.json`` counts documents and code words
-kept and dropped.
+--device and --embed-batch-size change only how it runs) and the random forest, --classify-batch-size
+documents at a time, with a progress bar of documents per second. Documents scoring at least the threshold
+(the classifier's, or --threshold) go to ``WORK/filtered/<task>.jsonl.gz``, the others to ``WORK/dropped/``;
+both keep their P(educational) as `metadata.quality_score`. ``WORK/report.json`` counts documents and code
+words kept and dropped.
 
 Interrupted work resumes: finished tasks are skipped (datatrove's completion markers), and an interrupted
 task finds the embeddings it had computed in the cache (``WORK/embeddings`` unless --cache), so only the
@@ -29,7 +29,7 @@ from tqdm import tqdm
 from data_prep.classifier import ClassifierError, load_classifier
 from data_prep.code_words import code_words
 from data_prep.embed import EmbedderSpec, EmbeddingCache, embed_documents
-from data_prep.sources import add_source_arguments, source_readers
+from data_prep.sources import add_source_arguments, input_files, source_readers
 from data_prep.stages import (
     Stage,
     UsageError,
@@ -132,15 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, help="keep P(educational) >= this (default: the classifier's)")
     parser.add_argument("--device", help="device of the embedder (default: the classifier's, usually auto)")
     parser.add_argument("--embed-batch-size", type=int, help="documents per model forward pass")
-    parser.add_argument("--batch-size", type=int, default=256, help="documents per classifier call")
+    parser.add_argument("--classify-batch-size", type=int, default=256, help="documents per classifier call")
     parser.add_argument("--cache", type=Path, help="embedding cache (default OUT/embeddings)")
     add_execution_arguments(parser)
     args = parser.parse_args(argv)
     try:
         options = execution_options(args)
-        readers = source_readers(args)
+        input_files(args.input)  # bad input stops here, before the work folder is claimed
         load_classifier(args.classifier)  # fail now, not in every task
         claim_work_folder(args.out, job_settings(args) | {"classifier": str(args.classifier.resolve())})
+        readers = source_readers(args, args.out)
     except (UsageError, ClassifierError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
