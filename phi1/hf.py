@@ -1,57 +1,49 @@
-"""Hugging Face interop: load a `PhiForCausalLM` checkpoint into `Phi`, and write `Phi` back out.
+"""The Hugging Face layout of phi-1: `PhiForCausalLM`'s config and parameter names, mapped to and from `Phi`'s.
 
-The only differences between the two parameter layouts are the `model.` prefix and our fused [q|k|v]
-projection, so conversion is a rename plus a concatenation; the logits match to float precision.
-
-    python -m phi1.hf import microsoft/phi-1 phi-1.ckpt     # hub id or local folder -> Lightning checkpoint
-    python -m phi1.hf export last.ckpt hf_out/              # Lightning checkpoint -> PhiForCausalLM folder
+Pure conversion of dicts, no files: `phi1.checkpoint` reads and writes HF folders with it. The only differences
+between the two parameter layouts are the `model.` prefix and our fused [q|k|v] projection, so conversion is a
+rename plus a concatenation; the logits match to float precision. The tokenizer's HF files (tokenizer_config.json,
+generation_config.json) are mapped here too, so that `transformers.AutoTokenizer` and vLLM load an export.
 """
 
-import argparse
-import json
-import sys
-from pathlib import Path
-
 import torch
+from tokenizers import Tokenizer
 
-from phi1.checkpoint import load_model, save_model
 from phi1.model import Phi, PhiConfig
+from phi1.tokenizer import EOS_TOKEN
+from phi1.tokenizer import eos_id as eos_of
 
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
+
+def _field(hf: dict, name: str, source: str):
+    if name not in hf:
+        raise ValueError(f"{source}: field {name!r} is missing; a PhiForCausalLM config.json has it")
+    return hf[name]
 
 
 def config_from_hf(hf: dict, source: str) -> PhiConfig:
     """PhiConfig from a `config.json` of model_type phi; refuses variants this architecture does not have."""
     rope = hf.get("rope_parameters") or {}
+    n_head = _field(hf, "num_attention_heads", source)
     checks = {
-        "model_type": (hf.get("model_type"), "phi"),
+        "model_type": (_field(hf, "model_type", source), "phi"),
         "hidden_act": (hf.get("hidden_act", "gelu_new"), "gelu_new"),
         "qk_layernorm": (hf.get("qk_layernorm", False), False),
         "tie_word_embeddings": (hf.get("tie_word_embeddings", False), False),
-        "num_key_value_heads": (
-            hf.get("num_key_value_heads") or hf["num_attention_heads"],
-            hf["num_attention_heads"],
-        ),
+        "num_key_value_heads": (hf.get("num_key_value_heads") or n_head, n_head),
     }
     for field, (got, want) in checks.items():
         if got != want:
-            raise ValueError(f"{source}: config.json field {field}={got!r}; phi-1's architecture needs {want!r}")
-    n_head = hf["num_attention_heads"]
-    head_dim = hf["hidden_size"] // n_head
+            raise ValueError(f"{source}: field {field}={got!r}; phi-1's architecture needs {want!r}")
+    hidden = _field(hf, "hidden_size", source)
     partial = rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", 0.5))
     return PhiConfig(
-        vocab_size=hf["vocab_size"],
-        block_size=hf["max_position_embeddings"],
-        n_layer=hf["num_hidden_layers"],
-        n_embd=hf["hidden_size"],
+        vocab_size=_field(hf, "vocab_size", source),
+        block_size=_field(hf, "max_position_embeddings", source),
+        n_layer=_field(hf, "num_hidden_layers", source),
+        n_embd=hidden,
         n_head=n_head,
-        mlp_dim=hf["intermediate_size"],
-        rotary_dim=int(head_dim * partial),
+        mlp_dim=_field(hf, "intermediate_size", source),
+        rotary_dim=int(hidden // n_head * partial),
         rope_base=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
         layer_norm_eps=hf.get("layer_norm_eps", 1e-5),
         attn_dropout=hf.get("attention_dropout", 0.0),
@@ -119,65 +111,6 @@ def state_dict_to_hf(ours: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return hf
 
 
-def resolve(path_or_repo_id: str) -> Path:
-    """A local folder, or a hub id downloaded (config and weights only) to the Hugging Face cache."""
-    path = Path(path_or_repo_id)
-    if path.is_dir():
-        return path
-    looks_local = path.suffix in (".ckpt", ".pt", ".bin", ".safetensors", ".json") or path.parent.is_dir()
-    if path.exists() or path_or_repo_id.count("/") != 1 or looks_local:
-        raise FileNotFoundError(f"{path_or_repo_id}: no such checkpoint file or folder, and not a hub id (owner/name)")
-    from huggingface_hub import snapshot_download
-
-    return Path(snapshot_download(path_or_repo_id, allow_patterns=["config.json", "*.safetensors", "*.json", "*.bin"]))
-
-
-def read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    for file in WEIGHT_FILES:
-        if (folder / file).exists():
-            break
-    else:
-        raise FileNotFoundError(f"{folder}: no weights found (looked for {', '.join(WEIGHT_FILES)})")
-    if file.endswith(".index.json"):
-        shards = sorted(set(json.loads((folder / file).read_text())["weight_map"].values()))
-    else:
-        shards = [file]
-    weights = {}
-    for shard in shards:
-        if shard.endswith(".safetensors"):
-            weights.update(load_file(folder / shard))
-        else:
-            weights.update(torch.load(folder / shard, map_location="cpu", weights_only=True))
-    return weights
-
-
-def from_hf(path_or_repo_id: str) -> Phi:
-    """A `Phi` holding the weights of a `PhiForCausalLM` checkpoint (local folder or hub id), in fp32."""
-    folder = resolve(path_or_repo_id)
-    config = config_from_hf(json.loads((folder / "config.json").read_text()), str(folder / "config.json"))
-    with torch.device("meta"):
-        model = Phi(config)
-    state = state_dict_from_hf(read_weights(folder))
-    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
-    model.init_rotary()
-    return model
-
-
-def to_hf(model: Phi, out_dir: str | Path, eos_id: int = 50256) -> Path:
-    """Write `config.json` + `model.safetensors` that `transformers.PhiForCausalLM.from_pretrained` loads."""
-    from safetensors.torch import save_file
-
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out}: folder exists and is not empty; choose a new output folder")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config_to_hf(model.config, eos_id), indent=2) + "\n")
-    save_file(state_dict_to_hf(model.state_dict()), out / "model.safetensors", metadata={"format": "pt"})
-    return out
-
-
 def to_transformers(model: Phi, eos_id: int = 50256):
     """The same model as an in-memory `transformers.PhiForCausalLM` (needs `transformers`)."""
     import transformers
@@ -187,28 +120,20 @@ def to_transformers(model: Phi, eos_id: int = 50256):
     return hf
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m phi1.hf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    imp = sub.add_parser("import", help="PhiForCausalLM folder or hub id -> Lightning checkpoint of phi1")
-    imp.add_argument("src", help="local folder with config.json and weights, or a hub id such as microsoft/phi-1")
-    imp.add_argument("out", help="path of the .ckpt to write (must not exist)")
-    exp = sub.add_parser("export", help="Lightning checkpoint of phi1 -> PhiForCausalLM folder")
-    exp.add_argument("ckpt", help="a .ckpt written by `phi1.cli fit` or `phi1.hf import`")
-    exp.add_argument("out_dir", help="folder to write (must be new or empty)")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "import":
-            save_model(from_hf(args.src), args.out)
-            print(f"wrote {args.out}")
-        else:
-            print(f"wrote {to_hf(load_model(args.ckpt), args.out_dir)}")
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+def tokenizer_config_to_hf(tokenizer: Tokenizer, config: PhiConfig) -> dict:
+    """tokenizer_config.json for the tokenizer.json beside it: a fast tokenizer with phi-1's special tokens, and no
+    clean-up of spaces on decoding (it would change code: "x ," -> "x,")."""
+    eos_of(tokenizer)  # it must have <|endoftext|>
+    return {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": EOS_TOKEN,
+        "eos_token": EOS_TOKEN,
+        "unk_token": EOS_TOKEN,
+        "model_max_length": config.block_size,
+        "clean_up_tokenization_spaces": False,
+    }
 
 
-if __name__ == "__main__":
-    main()
+def generation_config_to_hf(tokenizer: Tokenizer) -> dict:
+    """generation_config.json: generation stops at <|endoftext|>."""
+    return {"bos_token_id": eos_of(tokenizer), "eos_token_id": eos_of(tokenizer)}

@@ -1,4 +1,4 @@
-"""The phi-1 tokenizer: loading it, its end-of-text id, and a fingerprint for manifests.
+"""The phi-1 tokenizer: loading it, its end-of-text id, a fingerprint for manifests, and whether it fits a model.
 
 phi-1 (paper §2) reuses the codegen-350M-mono tokenizer: GPT-2's byte-level BPE (50,257 tokens,
 ``<|endoftext|>`` = 50256) followed by 38 non-special added tokens for whitespace runs, in the order
@@ -13,10 +13,13 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from phi1.hub import resolve
+
 EOS_TOKEN = "<|endoftext|>"
 # CodeGen's whitespace tokens, in the order (and so with the ids) CodeGen added them.
 WHITESPACE_TOKENS = [" " * n for n in range(31, 1, -1)] + ["\t" * n for n in range(9, 1, -1)]
-HUB_TOKENIZERS = ("microsoft/phi-1", "Salesforce/codegen-350M-mono")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")  # what a hub id downloads
+VOCAB_PADDING = 1024
 
 
 class TokenizerError(ValueError):
@@ -24,38 +27,43 @@ class TokenizerError(ValueError):
 
 
 def load_tokenizer(name_or_path: str | Path) -> Tokenizer:
-    """Load a tokenizer from a ``tokenizer.json`` file, a folder holding one, or a Hugging Face Hub id.
-
-    A name that is not an existing path and looks like ``owner/name`` (e.g. ``microsoft/phi-1``) is
-    fetched from the Hub, which needs network access.
-    """
-    path = Path(name_or_path)
+    """Load a tokenizer from a ``tokenizer.json`` file, a folder holding one, or a Hugging Face hub id such as
+    ``microsoft/phi-1`` (fetched to the hub's cache; see `phi1.hub` for what counts as a hub id)."""
+    try:
+        path = resolve(name_or_path, "tokenizer", TOKENIZER_FILES)
+    except FileNotFoundError as error:
+        raise TokenizerError(f"{error}; expected a tokenizer.json file, a folder holding one, or a hub id") from None
     if path.is_dir():
         path = path / "tokenizer.json"
         if not path.is_file():
             raise TokenizerError(f"tokenizer folder {name_or_path} holds no tokenizer.json")
-    if path.is_file():
-        try:
-            return Tokenizer.from_file(str(path))
-        except Exception as error:
-            raise TokenizerError(f"{path} is not a valid tokenizer.json: {error}") from error
-    if not _looks_like_hub_id(str(name_or_path)):
-        raise TokenizerError(
-            f"tokenizer {name_or_path} not found: expected a tokenizer.json file, a folder holding one, "
-            f"or a Hugging Face Hub id such as {HUB_TOKENIZERS[0]}"
-        )
     try:
-        return Tokenizer.from_pretrained(str(name_or_path))
+        return Tokenizer.from_file(str(path))
     except Exception as error:
+        raise TokenizerError(f"{path} is not a valid tokenizer.json: {error}") from error
+
+
+def check_fits(tokenizer: Tokenizer, vocab_size: int, model: str, trained_with: str | None = None) -> None:
+    """Refuse a tokenizer that is not the one `model` (a name for messages) was trained with: one with more tokens
+    than the model has embedding rows, one whose hash differs from `trained_with` (the sha256 recorded at training,
+    when known) or, without a record, one so much smaller that the model must have been trained with another:
+    models pad their vocabulary by fewer than VOCAB_PADDING rows (phi-1 pads its 50,295 tokens to 51,200)."""
+    size = tokenizer.get_vocab_size(with_added_tokens=True)
+    if size > vocab_size:
         raise TokenizerError(
-            f"could not fetch tokenizer {name_or_path} from the Hugging Face Hub ({error}); "
-            "offline, pass the path of a local tokenizer.json instead"
-        ) from error
-
-
-def _looks_like_hub_id(name: str) -> bool:
-    parts = name.split("/")
-    return len(parts) == 2 and all(parts) and not name.endswith(".json")
+            f"the tokenizer has {size} tokens but {model} only {vocab_size} embedding rows: it is not the tokenizer "
+            "the model was trained with"
+        )
+    if trained_with is not None and tokenizer_hash(tokenizer) != trained_with:
+        raise TokenizerError(
+            f"the tokenizer (sha256 {tokenizer_hash(tokenizer)[:12]}...) is not the one {model} was trained with "
+            f"(sha256 {trained_with[:12]}...)"
+        )
+    if trained_with is None and vocab_size - size >= VOCAB_PADDING:
+        raise TokenizerError(
+            f"the tokenizer has {size} tokens but {model} {vocab_size} embedding rows, {vocab_size - size} more: "
+            f"it was trained with another tokenizer (models pad their vocabulary by fewer than {VOCAB_PADDING} rows)"
+        )
 
 
 def eos_id(tokenizer: Tokenizer) -> int:

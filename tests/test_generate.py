@@ -72,12 +72,11 @@ def test_sampling_is_seeded_and_top_p_narrows_to_the_argmax(model):
     assert picks == {1, 2}
 
 
-def test_greedy_matches_transformers_generate(model, tmp_path):
-    transformers = pytest.importorskip("transformers")
-    from phi1.hf import to_hf
+def test_greedy_matches_transformers_generate(model):
+    pytest.importorskip("transformers")
+    from phi1.hf import to_transformers
 
-    to_hf(model, tmp_path / "hf", eos_id=EOS)
-    hf = transformers.PhiForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    hf = to_transformers(model, eos_id=EOS).eval()
     prompt = [5, 17, 42, 8, 61]
     ref = hf.generate(torch.tensor([prompt]), max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=EOS)
     assert generate(model, [prompt], 10, eos_id=None)[0] == ref[0, len(prompt) :].tolist()

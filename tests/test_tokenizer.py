@@ -10,6 +10,7 @@ from phi1.tokenizer import (
     EOS_TOKEN,
     WHITESPACE_TOKENS,
     TokenizerError,
+    check_fits,
     eos_id,
     load_tokenizer,
     tokenizer_hash,
@@ -88,7 +89,7 @@ def test_load_tokenizer_accepts_a_folder_and_names_what_is_wrong(tmp_path, code_
         load_tokenizer(folder)
     (folder / "tokenizer.json").write_bytes(code_tokenizer.read_bytes())
     assert eos_id(load_tokenizer(folder)) == 999
-    with pytest.raises(TokenizerError, match="not found"):
+    with pytest.raises(TokenizerError, match="missing.json: no such file or folder"):
         load_tokenizer(tmp_path / "missing.json")
     (tmp_path / "broken.json").write_text("{", encoding="utf-8")
     with pytest.raises(TokenizerError, match="broken.json is not a valid tokenizer.json"):
@@ -100,16 +101,16 @@ def test_eos_id_requires_endoftext():
         eos_id(Tokenizer(models.BPE()))
 
 
-def test_hub_id_offline_fails_with_a_clear_error(run_python):
-    result = run_python(
-        "-c",
-        "from phi1.tokenizer import load_tokenizer; load_tokenizer('microsoft/phi-1')",
-        check=False,
-        env={"HF_HUB_OFFLINE": "1"},
-    )
-    assert result.returncode != 0
-    assert "could not fetch tokenizer microsoft/phi-1 from the Hugging Face Hub" in result.stderr
-    assert "local tokenizer.json" in result.stderr
+def test_a_tokenizer_that_does_not_fit_the_model_is_refused(tokenizer):
+    size = tokenizer.get_vocab_size(with_added_tokens=True)  # 1,038
+    check_fits(tokenizer, 1088, "m.ckpt")  # padded to a multiple of 64, as phi-1 pads 50,295 to 51,200
+    check_fits(tokenizer, 1088, "m.ckpt", trained_with=tokenizer_hash(tokenizer))
+    with pytest.raises(TokenizerError, match=f"has {size} tokens but m.ckpt only 1000 embedding rows"):
+        check_fits(tokenizer, 1000, "m.ckpt")
+    with pytest.raises(TokenizerError, match="m.ckpt 4160 embedding rows, 3122 more: it was trained with another"):
+        check_fits(tokenizer, 4160, "m.ckpt")  # the demo model's rows: its tokenizer has 4,134 tokens
+    with pytest.raises(TokenizerError, match="is not the one m.ckpt was trained with"):
+        check_fits(tokenizer, 1088, "m.ckpt", trained_with="0" * 64)
 
 
 def test_train_tokenizer_cli_trains_and_refuses_to_overwrite(tmp_path, run_python):
