@@ -39,9 +39,8 @@ class SaveLaunchConfig(SaveConfigCallback):
     def setup(self, trainer, pl_module, stage):
         if self.already_saved:
             return
-        name = None
+        name, log_dir, n = None, Path(trainer.log_dir), 0  # log_dir broadcasts: every rank must ask for it
         if trainer.is_global_zero:
-            log_dir, n = Path(trainer.log_dir), 0
             while (log_dir / (name := "config.yaml" if n == 0 else f"config-{n}.yaml")).exists():
                 n += 1
         self.config_filename = trainer.strategy.broadcast(name)
@@ -155,6 +154,8 @@ class PhiCLI(LightningCLI):
                 rank_zero_info(f"resume: model.{name}={model[name]!r} (the checkpoint's run had {value!r})")
 
     def instantiate_trainer(self, **kwargs):
+        if self.subcommand == "fit" and hasattr(self.datamodule, "open_sources"):
+            self.datamodule.open_sources()  # missing or broken data is reported first, before any Trainer or model
         trainer = super().instantiate_trainer(**kwargs)
         if self.subcommand == "fit" and not any(isinstance(c, ExactResume) for c in trainer.callbacks):
             trainer.callbacks.insert(0, ExactResume())
@@ -198,11 +199,6 @@ class PhiCLI(LightningCLI):
             )
         trainer.accumulate_grad_batches = accumulate
 
-    def before_fit(self):
-        """Missing or broken data is reported here, before any model or process group is set up."""
-        if hasattr(self.datamodule, "open_sources"):
-            self.datamodule.open_sources()
-
     def _run_subcommand(self, subcommand: str):
         try:
             super()._run_subcommand(subcommand)
@@ -218,6 +214,18 @@ class PhiCLI(LightningCLI):
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
+def user_error(error: BaseException) -> ConfigError | None:
+    """The ConfigError behind an exception: itself, or the cause jsonargparse wraps when it instantiates a
+    class (`data.init_args...`) and reports 'Does not validate against any of the Union subtypes'."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, ConfigError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def one_line(error: ConfigError) -> str:
     """The message; from a DataLoader worker, torch re-raises it with the worker's traceback prepended."""
     message = str(error)
@@ -229,8 +237,10 @@ def one_line(error: ConfigError) -> str:
 def main(args=None):
     try:
         PhiCLI(args=args)
-    except ConfigError as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
+    except Exception as error:
+        if (cause := user_error(error)) is None:
+            raise
+        print(f"error: {one_line(cause)}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

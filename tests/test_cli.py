@@ -1,3 +1,7 @@
+import logging
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
@@ -30,31 +34,34 @@ def scalars(run_dir, tag):
 def test_fit_of_the_tiny_config_through_the_cli_lowers_the_loss(tmp_path, code_shards, run_python, repo_root):
     tiny = str(repo_root / "experiments" / "tiny.yaml")
     run_python("-m", "phi1.cli", "fit", "--config", tiny, "--config", overlay(tmp_path, code_shards))
-    run = tmp_path / "runs" / "tiny" / "version_0"
+    run = tmp_path / "runs" / "tiny"  # the run's folder is its name: no version_N per launch
     loss = scalars(run, "train/loss")
     assert len(loss) == 4 and loss[-1] < loss[0] - 0.5  # nats
     assert scalars(run, "val/loss")[-1] < scalars(run, "val/loss")[0]
+    assert len(scalars(run, "val/loss/code")) == len(scalars(run, "val/loss")) == 2  # per source, by folder name
     assert len(scalars(run, "throughput/tokens_per_sec")) > 0 and len(scalars(run, "train/grad_norm")) > 0
     assert len(scalars(run, "lr-AdamW/pg1")) > 0
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model"]["config"]["preset"] == "tiny" and saved["model"]["config"]["block_size"] == 64
     resolved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]["config"]
     assert (resolved["n_layer"], resolved["n_embd"], resolved["block_size"]) == (4, 128, 64)
-    # a run continued in the same log folder does not trip over its saved config.yaml
-    same_folder = {"init_args": {"save_dir": str(tmp_path / "runs"), "version": 0}}
-    again = overlay(tmp_path, code_shards, steps=50, logger=same_folder)
-    run_python(
-        "-m",
-        "phi1.cli",
-        "fit",
-        "--config",
-        tiny,
-        "--config",
-        again,
-        "--ckpt_path",
-        str(run / "checkpoints" / "last.ckpt"),
-    )
+    # `--ckpt_path last` continues the run in its folder, keeping the first launch's config.yaml
+    first_config = (run / "config.yaml").read_text()
+    again = overlay(tmp_path, code_shards, steps=50)
+    run_python("-m", "phi1.cli", "fit", "--config", tiny, "--config", again, "--ckpt_path", "last")
     assert len(scalars(run, "train/loss")) == 5
+    assert (run / "config.yaml").read_text() == first_config
+    assert yaml.safe_load((run / "config-1.yaml").read_text())["trainer"]["max_steps"] == 50
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["tiny"]
+    # a launch without --ckpt_path into the run's folder, or a resume that changes the model, is refused
+    again = overlay(tmp_path, code_shards, steps=60)
+    for extra, message in [
+        ((), "already holds checkpoints"),
+        (("--ckpt_path", "last", "--model.config.resid_dropout=0.1"), "resid_dropout is 0.1 here but 0.0 in the"),
+    ]:
+        out = run_python("-m", "phi1.cli", "fit", "--config", tiny, "--config", again, *extra, check=False)
+        assert out.returncode == 2 and message in out.stderr.splitlines()[-1] and "Traceback" not in out.stderr
+    assert len(scalars(run, "train/loss")) == 5 and not (run / "config-2.yaml").exists()
 
 
 def test_print_config_shows_the_whole_run(run_python, repo_root):
@@ -63,12 +70,7 @@ def test_print_config_shows_the_whole_run(run_python, repo_root):
     )
     config = yaml.safe_load(out.stdout)
     assert config["model"]["optimizer"]["init_args"]["lr"] == 1e-3
-    assert (
-        config["trainer"]["accumulate_grad_batches"]
-        * config["trainer"]["devices"]
-        * config["data"]["init_args"]["batch_size"]
-        == 1024
-    )
+    assert config["global_batch_size"] == 1024  # the accumulation follows from it (tests/test_strategies.py)
 
 
 @pytest.mark.parametrize(
@@ -109,7 +111,7 @@ def test_finetune_overlay_matches_the_paper_and_inherits_the_rest(run_python, re
     )
     config = yaml.safe_load(out.stdout)
     t, m, d = config["trainer"], config["model"], config["data"]["init_args"]
-    assert t["devices"] * t["accumulate_grad_batches"] * d["batch_size"] == 256
+    assert config["global_batch_size"] == 256 and t["accumulate_grad_batches"] == 1  # derived at start-up
     assert m["optimizer"]["init_args"]["lr"] == 1e-4 and m["optimizer"]["init_args"]["weight_decay"] == 0.01
     assert m["scheduler"]["init_args"]["warmup_steps"] == 50 and t["max_steps"] == 6000
     assert d["sources"] == {"data/codeexercises": 1.0}
@@ -121,3 +123,72 @@ def test_finetune_overlay_matches_the_paper_and_inherits_the_rest(run_python, re
         "lightning.pytorch.callbacks.LearningRateMonitor",
         "phi1.callbacks.TokenThroughput",
     ]
+
+
+def test_the_paper_config_without_its_data_says_what_is_missing_and_how_to_build_it(run_python, repo_root):
+    out = run_python(
+        "-m", "phi1.cli", "fit", "--config", str(repo_root / "experiments" / "phi1.yaml"), check=False,
+    )  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: data.sources: shard folder data/codetextbook/filtered_code does not exist")
+    assert "python -m data_prep.build_shards" in last
+    assert "GPU available" not in out.stderr  # reported before the Trainer (and any process group) is made
+
+
+def fit_error(monkeypatch, capsys, tmp_path, code_shards, *args) -> str:
+    """`phi1.cli.main(["fit", ...])` in this process on tiny.yaml; it must exit 2 with one `error:` line."""
+    from phi1.cli import main
+
+    for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):  # set by seed_everything; restored afterwards
+        monkeypatch.delenv(name, raising=False)
+    for logger in ("lightning", "lightning.pytorch", "lightning.fabric"):  # handlers keep the first test's stderr
+        for handler in logging.getLogger(logger).handlers:
+            if isinstance(handler, logging.StreamHandler):
+                monkeypatch.setattr(handler, "stream", sys.stderr)
+    tiny = str(Path(__file__).parents[1] / "experiments" / "tiny.yaml")
+    with pytest.raises(SystemExit) as exit:
+        main(["fit", "--config", tiny, "--config", overlay(tmp_path, code_shards, steps=4), *args])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert exit.value.code == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "runs" / "tiny").exists()  # a failed launch leaves no run folder
+    return errors[0]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data.init_args.batch_size=0"], "data.batch_size=0: must be an integer of at least 1"),
+        (["--data.init_args.seq_len=0"], "data.seq_len=0: must be an integer of at least 1"),
+        (["--model.config.n_layer=-1"], "model.config.n_layer=-1: must be a positive integer"),
+        (["--model.scheduler.init_args.warmup_steps=100"], "warmup_steps"),  # fails inside fit, after set-up
+        (["--ckpt_path", "last"], "holds no last checkpoint"),
+        (["--ckpt_path", "nowhere.ckpt"], "--ckpt_path nowhere.ckpt: no such file"),
+    ],
+)
+def test_bad_fit_input_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path, code_shards, args, message):
+    assert message in fit_error(monkeypatch, capsys, tmp_path, code_shards, *args)
+
+
+def test_an_infinite_mixing_weight_is_refused(monkeypatch, capsys, tmp_path, code_shards):
+    sources = f"--data.init_args.sources={{{code_shards}: .inf}}"
+    line = fit_error(monkeypatch, capsys, tmp_path, code_shards, sources)
+    assert f"data.sources[{str(code_shards)!r}]: weight inf must be a positive finite number" in line
+
+
+def test_ckpt_path_that_is_no_training_checkpoint_is_refused(monkeypatch, capsys, tmp_path, code_shards):
+    from phi1.checkpoint import save_model
+    from phi1.model import Phi, PhiConfig
+
+    weights = save_model(Phi(PhiConfig.from_name("tiny", block_size=64)), tmp_path / "weights.ckpt")
+    line = fit_error(monkeypatch, capsys, tmp_path, code_shards, "--ckpt_path", str(weights))
+    assert "holds model weights only" in line and f"--model.init_from {weights}" in line
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint\n")
+    line = fit_error(monkeypatch, capsys, tmp_path, code_shards, "--ckpt_path", str(text))
+    assert f"--ckpt_path {text}: not a readable checkpoint" in line
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(weights.read_bytes()[:5000])
+    line = fit_error(monkeypatch, capsys, tmp_path, code_shards, "--ckpt_path", str(truncated))
+    assert f"--ckpt_path {truncated}: not a readable checkpoint" in line
