@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO := demo
 
-.PHONY: demo test lint bench clean-demo
+.PHONY: demo test test-slurm lint bench clean-demo
 
 $(VENV)/installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ demo: $(VENV)/installed
 test: $(VENV)/installed
 	sh .ci/install-sandbox.sh
 	$(PY) -m pytest -q
+
+# The tests marked `slurm` against a real single-node SLURM on this machine (root, Debian/Ubuntu: installs
+# slurm-wlm and munge, writes /etc/slurm/slurm.conf); `experiments/slurm/local-cluster.sh stop` stops it.
+test-slurm: $(VENV)/installed
+	experiments/slurm/local-cluster.sh start
+	$(PY) -m pytest -q -m slurm
 
 lint: $(VENV)/installed
 	$(VENV)/bin/ruff check phi1 data_prep evals tests bench
