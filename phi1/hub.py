@@ -30,7 +30,7 @@ def resolve(name: str | Path, what: str, files: Sequence[str]) -> Path:
     if path.exists():
         return path
     if not is_hub_id(name):
-        raise FileNotFoundError(f"{what} {name}: no such file or folder (and not a Hugging Face hub id, owner/name)")
+        raise FileNotFoundError(f"{what} {name} not found: no such file or folder, and not a Hugging Face Hub id")
     from huggingface_hub import snapshot_download
 
     try:
@@ -38,6 +38,6 @@ def resolve(name: str | Path, what: str, files: Sequence[str]) -> Path:
     except Exception as error:  # offline, no such repo, a gated repo: all mean "give a local path"
         reason = " ".join(str(error).split())[:300]  # one line
         raise FileNotFoundError(
-            f"{what} {name}: cannot fetch it from the Hugging Face hub ({type(error).__name__}: {reason}); "
+            f"{what} {name}: cannot fetch it from the Hugging Face Hub ({type(error).__name__}: {reason}); "
             "offline, give a local path"
         ) from error

@@ -89,7 +89,7 @@ def test_load_tokenizer_accepts_a_folder_and_names_what_is_wrong(tmp_path, code_
         load_tokenizer(folder)
     (folder / "tokenizer.json").write_bytes(code_tokenizer.read_bytes())
     assert eos_id(load_tokenizer(folder)) == 999
-    with pytest.raises(TokenizerError, match="missing.json: no such file or folder"):
+    with pytest.raises(TokenizerError, match="missing.json not found: no such file or folder"):
         load_tokenizer(tmp_path / "missing.json")
     (tmp_path / "broken.json").write_text("{", encoding="utf-8")
     with pytest.raises(TokenizerError, match="broken.json is not a valid tokenizer.json"):
