@@ -251,6 +251,7 @@ class Phi(nn.Module):
         mask: torch.Tensor | None = None,
         cache_pos: int = 0,
         last_only: bool = False,
+        head: bool = True,
     ) -> torch.Tensor:
         """idx (B, T) token ids -> logits (B, T, vocab_size) in fp32.
 
@@ -258,6 +259,8 @@ class Phi(nn.Module):
         cache slot of idx[:, 0]; `positions` (B, T) are per-row rotary positions (default cache_pos + arange(T))
         and `mask` a boolean (B, 1, T, S) of keys each query may see, for left-padded batches.
         `last_only` computes the logits of the last position alone (B, 1, vocab_size), as decoding needs.
+        `head=False` returns the final LayerNorm's output (B, T, C) instead, for a loss that applies `lm_head`
+        itself (`phi1.loss.chunked_cross_entropy`).
         """
         B, T = idx.shape
         if positions is None:
@@ -276,7 +279,7 @@ class Phi(nn.Module):
         if last_only:
             x = x[:, -1:]
         x = self.final_layernorm(x)
-        return self.lm_head(x).float()
+        return self.lm_head(x).float() if head else x
 
     def setup_caches(self, batch_size: int, max_len: int | None = None):
         """Allocate one KV cache per layer for decoding; `clear_caches()` frees them."""
@@ -336,7 +339,42 @@ def describe(config: PhiConfig) -> str:
         f"weights: fp32 {4 * n / gib:.2f} GiB, bf16 {2 * n / gib:.2f} GiB",
         f"training state, mixed precision (fp32 weights + fp32 grads + AdamW m, v): {16 * n / gib:.2f} GiB",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + training_costs(model))
+
+
+def training_costs(model: Phi, gpus: int = 8, micro_batch: int = 8, global_batch: int = 1024) -> list[str]:
+    """Per-GPU memory and traffic of each strategy (experiments/strategies/) and of the memory switches, for
+    bf16-mixed AdamW at the paper's layout (8 GPUs x 8 sequences x 16 accumulation = 1024 per step), from the
+    parameter counts (ZeRO paper accounting) and the tensors autograd keeps per token (bf16 autocast, fused
+    attention): ≈ 24C + 4M bytes per block (residual fp32 input, bf16 LayerNorm outputs, q, k, v, attention
+    output, MLP hidden, dropout masks; tests/test_parallel.py measures it), 4V for the fp32 log-softmax."""
+    c = model.config
+    n, T, L, C, M, V = model.num_params(), c.block_size, c.n_layer, c.n_embd, c.mlp_dim, c.vocab_size
+    block = sum(p.numel() for p in model.layers[0].parameters())
+    shard, accumulate, gib = (gpus - 1) / gpus, global_batch // (gpus * micro_batch), 2**30
+    tokens = micro_batch * T
+    flops = model.flops_per_token()
+    recompute = 2 * L * block + 4 * L * C * T  # one more forward of the blocks per token
+    kept_logits = tokens * 4 * V
+    gathered = 4 * (n - L * block + 2 * block)  # fp32: FSDP's root unit and two blocks
+    return [
+        f"per GPU at {gpus} GPUs, micro-batch {micro_batch} x {T} tokens, {accumulate} accumulation "
+        f"({global_batch} sequences per step), bf16-mixed AdamW:",
+        f"  ddp: model state {16 * n / gib:.2f} GiB (fp32 weights, gradients, Adam m, v on every GPU); "
+        f"sends {2 * shard * 4 * n / gib:.1f} GiB per step (one fp32 gradient all-reduce)",
+        f"  deepspeed_stage_2: model state {(2 + 14 / gpus) * n / gib:.2f} GiB (bf16 weights on every GPU; "
+        f"gradients, fp32 master weights, m, v sharded) + buckets; sends "
+        f"{shard * 2 * n * (accumulate + 1) / gib:.1f} GiB per step (bf16 gradients reduced every micro-batch, "
+        f"weights gathered once)",
+        f"  fsdp: model state {16 * n / gpus / gib:.2f} GiB (all sharded) + {gathered / gib:.2f} GiB gathered while "
+        f"in use (embedding, head, 2 blocks); sends {3 * shard * 4 * n * accumulate / gib:.1f} GiB per step "
+        f"(fp32 weights gathered twice and gradients reduce-scattered every micro-batch)",
+        f"activations per micro-batch: blocks {tokens * L * (24 * C + 4 * M) / gib:.2f} GiB; with "
+        f"model.activation_checkpointing {tokens * L * 4 * C / gib:.2f} GiB kept + "
+        f"{tokens * (24 * C + 4 * M) / gib:.2f} GiB for the block recomputed, +{recompute / flops:.0%} FLOPs",
+        f"loss per micro-batch: {kept_logits / gib:.2f} GiB of fp32 log-softmax kept for backward; with "
+        f"model.loss_chunk_size none kept (one chunk's logits at a time), +{2 * C * V / flops:.1%} FLOPs",
+    ]
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def test_print_config_shows_the_whole_run(run_python, repo_root):
     )
     config = yaml.safe_load(out.stdout)
     assert config["model"]["optimizer"]["init_args"]["lr"] == 1e-3
-    assert config["global_batch_size"] == 1024  # the accumulation follows from it (tests/test_strategies.py)
+    assert config["global_batch_size"] == 1024  # the accumulation follows from it (tests/test_parallel.py)
 
 
 @pytest.mark.parametrize(

@@ -108,3 +108,28 @@ def test_init_from_loads_weights_and_checks_the_architecture(tmp_path):
     other = PhiLitModule(PhiConfig.from_name("tiny"), init_from=str(tmp_path / "init.ckpt"))
     with pytest.raises(ValueError, match="vocab_size: 64 there, 4160 here"):
         other.configure_model()
+
+
+class LossRecorder(L.Callback):
+    def __init__(self):
+        self.losses = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(outputs["loss"].item())
+
+
+@pytest.mark.slow  # compiling a block's forward and backward with inductor on CPU takes ~20 s
+def test_compiled_blocks_train_to_the_same_losses_as_eager(tmp_path):
+    """`model.compile` (torch.compile of each block) through a real Trainer: the losses of eager training, up to
+    float rounding, at every step."""
+    losses = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        config = PhiConfig.from_name("tiny", vocab_size=64, block_size=32, n_layer=2)
+        module = PhiLitModule(config, optimizer=partial(torch.optim.AdamW, lr=3e-3), compile=compiled)
+        recorder = LossRecorder()
+        t = trainer(tmp_path / str(compiled), max_steps=3, limit_val_batches=0, callbacks=[recorder])
+        t.fit(module, train_dataloaders=in_memory_batches())
+        losses[compiled] = recorder.losses
+    assert len(losses[True]) == 3
+    torch.testing.assert_close(losses[True], losses[False], rtol=1e-5, atol=0)
