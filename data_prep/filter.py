@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         args.threshold,
         args.device,
         args.embed_batch_size,
-        args.batch_size,
+        args.classify_batch_size,
     )
     run_stages([stage], options, work / "logs", work / "report.json")
     return 0

@@ -11,6 +11,7 @@ import ast
 import json
 import re
 import sysconfig
+import warnings
 from pathlib import Path
 
 from evals.problems import load_problems
@@ -28,21 +29,24 @@ RENAMED_HUMANEVAL_0 = '''def close_pair_exists(values, limit):
 '''
 
 
-def stdlib_functions(limit: int, min_lines: int = 5) -> list[str]:
-    """The source of the first `limit` functions of at least `min_lines` lines in the stdlib's modules."""
-    functions = []
-    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
+_FUNCTIONS: list[str] = []  # found so far, in order, shared by the tests of one process
+_MODULES = iter(sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")))
+
+
+def stdlib_functions(limit: int) -> list[str]:
+    """The source of the first `limit` top-level functions of at least 5 lines in the stdlib's modules."""
+    while len(_FUNCTIONS) < limit and (path := next(_MODULES, None)) is not None:
         source = path.read_text(encoding="utf-8", errors="replace")
         try:
-            tree = ast.parse(source)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tree = ast.parse(source)
         except SyntaxError:
             continue
         for node in tree.body:
-            if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 >= min_lines:
-                functions.append(ast.get_source_segment(source, node))
-                if len(functions) == limit:
-                    return functions
-    return functions
+            if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 >= 5:
+                _FUNCTIONS.append(ast.get_source_segment(source, node))
+    return _FUNCTIONS[:limit]
 
 
 def rating(text: str) -> int:
