@@ -8,12 +8,12 @@ size, open files, processes and core dumps. It runs as the module `__program__`:
 
 Time. A program's time limit is CPU seconds of the program itself: the runner arms ITIMER_PROF (SIGPROF) just
 before it executes the program, so the interpreter's start-up, which a busy machine stretches, is not counted, and
-RLIMIT_CPU a second later is a backstop the program cannot lift. A wall-clock backstop of WALL_FACTOR x the limit
-+ WALL_SLACK seconds stops a program that sleeps or blocks instead of computing. CPU time, unlike wall time, does
-not grow when other programs share the cores, so a grade does not depend on the machine's load or on how many
-programs run at once, as long as each gets at least 1/WALL_FACTOR of a core (a program within a few percent of
-its limit can still tip either way, as caches and shared cores slow it a little). Processes a program starts get
-RLIMIT_CPU each and the wall-clock backstop, not the SIGPROF limit.
+RLIMIT_CPU a second later is a backstop the program cannot lift. CPU time, unlike wall time, does not grow when
+other programs share the cores, so a grade does not depend on the machine's load or on how many programs run at
+once (a program within a few percent of its limit can still tip either way: caches and shared cores slow it a
+little). A wall-clock backstop of WALL_FACTOR x the limit + WALL_SLACK seconds stops a program that sleeps or
+blocks instead of computing; the time the program waited for a CPU does not count against it (see _Backstop).
+Processes a program starts get RLIMIT_CPU each and the wall-clock backstop, not the SIGPROF limit.
 
 Isolation: the best level that works here (`detect_isolation` probes each by running a program that checks uid,
 capabilities, network and visible processes):
