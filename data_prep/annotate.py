@@ -23,8 +23,9 @@ The prompt (PROMPT_VERSION) asks for a short justification and then a score on a
 FineWeb-Edu and Stack-Edu found more reliable than a bare rating, as one JSON object
 ``{"justification": "...", "score": N}``. An answer that is not exactly that is unusable: the engine
 (`data_prep.llm`) asks again a bounded number of times, then reports it in ``DIR/llm/errors.jsonl``; it is
-never guessed. The engine owns resumability (a rerun pays only for documents not yet rated), retries, the cost
-cap and the API key (from OPENAI_API_KEY, written nowhere); `labels.jsonl` is rebuilt from its ledger.
+never guessed. The engine owns resumability, retries, the cost cap and the API key (from OPENAI_API_KEY,
+written nowhere). A rerun of this command pays only for the documents not yet rated (those that failed, or
+that a budget stop left out) and rebuilds `labels.jsonl` from the engine's ledger.
 """
 
 import argparse
@@ -381,14 +382,22 @@ def _write_lines(path: Path, records: list[dict]) -> None:
     os.replace(temporary, path)
 
 
-def annotation_stages(source: Path, work: Path, n: int, seed: int, model: str, engine, max_chars: int) -> list[Stage]:
-    """Sample from the task files in `source` and rate the sample; labels in ``work/labels.jsonl``."""
+def annotation_stages(
+    source: Path, work: Path, n: int, seed: int, model: str, engine, max_chars: int, ask_again: bool = False
+) -> list[Stage]:
+    """Sample from the task files in `source` and rate the sample; labels in ``work/labels.jsonl``. With
+    `ask_again`, a rerun runs the rating stage again, which asks only for the ratings still missing."""
     keys, choice, sample = work / "sample" / "keys", work / "sample" / "choice.json", work / "sample" / "documents"
     return [
         Stage("sample-keys", [TaskOutputReader(source), StratumKeys(keys, n, seed)]),
         Stage("sample-choose", [ChooseSample(keys, choice, n)], tasks=1),
         Stage("sample-fetch", [TaskOutputReader(source), FetchSample(choice), task_writer(sample)]),
-        Stage("annotate", [Annotate(sample, choice, work, model, engine, max_chars)], tasks=1),
+        Stage(
+            "annotate",
+            [Annotate(sample, choice, work, model, engine, max_chars)],
+            tasks=1,
+            skip_completed=not ask_again,
+        ),
     ]
 
 
@@ -418,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.out
     stages = [Stage("read", [*readers, task_writer(work / "documents")])]
     stages += annotation_stages(
-        work / "documents", work, args.n_samples, args.seed, args.model, settings, args.max_chars
+        work / "documents", work, args.n_samples, args.seed, args.model, settings, args.max_chars, ask_again=True
     )
     run_stages(stages, options, work / "logs", work / "report.json")
     return 0

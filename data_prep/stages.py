@@ -46,6 +46,7 @@ class Stage:
     name: str
     pipeline: list[PipelineStep]
     tasks: int | None = None
+    skip_completed: bool = True  # False: a rerun runs it again (a stage that itself skips what is done)
 
 
 @dataclass
@@ -182,7 +183,13 @@ def build_executors(stages: Sequence[Stage], options: ExecutionOptions, logs: st
         logging_dir = str(Path(logs) / stage.name)
         if options.executor == "local":
             workers = min(tasks, os.cpu_count() or 1) if options.workers == -1 else min(tasks, options.workers)
-            executor = LocalPipelineExecutor(stage.pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir)
+            executor = LocalPipelineExecutor(
+                stage.pipeline,
+                tasks=tasks,
+                workers=workers,
+                logging_dir=logging_dir,
+                skip_completed=stage.skip_completed,
+            )
         else:
             executor = SlurmPipelineExecutor(
                 stage.pipeline,
@@ -198,6 +205,7 @@ def build_executors(stages: Sequence[Stage], options: ExecutionOptions, logs: st
                 env_command=_env_command(options),
                 sbatch_args=options.slurm_sbatch_args,
                 logging_dir=logging_dir,
+                skip_completed=stage.skip_completed,
                 depends=executors[-1] if executors else None,
             )
         executors.append(executor)
