@@ -351,14 +351,14 @@ class PackedDataModule(L.LightningDataModule):
         weights = np.asarray(list(self.source_weights.values()), dtype=np.float64)
         epochs = weights / weights.sum() * samples / np.asarray(self.train_blocks)
         detail = ", ".join(
-            f"{e:.2f} of {n} ({b * self.seq_len:,} tokens)"
-            for e, n, b in zip(epochs, self.names, self.train_blocks, strict=True)
+            f"{name} {e:.3g} epochs of {blocks * self.seq_len:,} tokens"
+            for name, e, blocks in zip(self.names, epochs, self.train_blocks, strict=True)
         )
-        rank_zero_info(f"data: the schedule's {samples:,} sequences of {self.seq_len} tokens take {detail} epochs")
+        rank_zero_info(f"data: the schedule's {samples:,} sequences of {self.seq_len} tokens take {detail}")
         for e, name in zip(epochs, self.names, strict=True):
             if e > self.warn_epochs:
                 rank_zero_warn(
-                    f"data: the schedule repeats {name} {e:.1f} times, more than data.warn_epochs={self.warn_epochs}"
+                    f"data: the schedule repeats {name} {e:.3g} times, more than data.warn_epochs={self.warn_epochs}"
                 )
 
     @property
