@@ -2,10 +2,12 @@ import csv
 from functools import partial
 
 import lightning as L
+import pytest
 import torch
 from test_module import TINY, in_memory_batches
 
-from phi1.callbacks import TokenThroughput
+from phi1.callbacks import ExactResume, TokenThroughput
+from phi1.errors import ConfigError
 from phi1.module import PhiLitModule
 
 
@@ -31,3 +33,36 @@ def test_throughput_is_logged_at_the_logged_optimizer_steps_only(tmp_path):
     assert all(rate > 0 for _, rate in logged)
     mfu = [float(r["throughput/mfu"]) for r in rows if r["throughput/mfu"]]
     assert len(mfu) == 3 and all(0 < m < 1 for m in mfu)
+
+
+class SaveAt(L.Callback):
+    """Saves a checkpoint at the end of micro-batch `batch` (0-based), as a foreign callback might."""
+
+    def __init__(self, path, batch):
+        self.path, self.batch = path, batch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx == self.batch:
+            trainer.save_checkpoint(self.path)
+
+
+def test_exact_resume_refuses_a_checkpoint_saved_inside_an_accumulation_window(tmp_path):
+    """Micro-batch 2 of 4 (accumulation 2) is the first of step 2's window: its gradients are in no checkpoint."""
+
+    def run(callbacks, ckpt_path=None):
+        torch.manual_seed(0)
+        trainer = L.Trainer(
+            accelerator="cpu",
+            max_steps=2,
+            accumulate_grad_batches=2,
+            enable_progress_bar=False,
+            enable_checkpointing=False,
+            logger=False,
+            callbacks=[ExactResume(seed=1), *callbacks],
+        )
+        trainer.fit(PhiLitModule(TINY), train_dataloaders=in_memory_batches(n=64), ckpt_path=ckpt_path)
+
+    run([SaveAt(tmp_path / "inside.ckpt", batch=2), SaveAt(tmp_path / "after.ckpt", batch=1)])
+    with pytest.raises(ConfigError, match=f"{tmp_path / 'inside.ckpt'} was saved in the middle of a gradient"):
+        run([], ckpt_path=tmp_path / "inside.ckpt")
+    run([], ckpt_path=tmp_path / "after.ckpt")  # saved at a step end: resumes
