@@ -15,21 +15,22 @@ $(VENV)/installed: setup.cfg pyproject.toml
 	touch $@
 
 # Build the offline corpus, train the tiny model, then grade it on HumanEval and MBPP (its near-zero
-# score is the honest result of 3 CPU minutes). Each run gets a new runs/tiny/version_N.
-GENERATE = $(PY) -m evals.generate --tokenizer $(DEMO)/data/tokenizer.json --max-new-tokens 128 --batch-size 32
+# score is the honest result of 3 CPU minutes). The run lives in runs/tiny (its name); a second `make demo`
+# resumes it (nothing left to train once it has finished) and grades it again.
+GENERATE = $(PY) -m evals.generate --tokenizer $(DEMO)/data/tokenizer.json --max-new-tokens 128 --batch-size 32 --overwrite
 
 demo: $(VENV)/installed
 	sh .ci/install-sandbox.sh
 	$(PY) -m data_prep.demo_corpus --out $(DEMO)/data
-	$(PY) -m phi1.cli fit --config experiments/tiny.yaml
-	run=$$(ls -td runs/tiny/version_* | head -1) && set -e && \
+	$(PY) -m phi1.cli fit --config experiments/tiny.yaml $$(test -e runs/tiny/checkpoints/last.ckpt && echo --ckpt_path last)
+	run=runs/tiny && set -e && \
 	$(GENERATE) --checkpoint $$run/checkpoints/last.ckpt --benchmark humaneval --out $$run/humaneval-samples.jsonl && \
 	$(PY) -m evals.evaluate --benchmark humaneval --samples $$run/humaneval-samples.jsonl \
-	  --out $$run/humaneval-results.jsonl && \
+	  --out $$run/humaneval-results.jsonl --overwrite && \
 	$(GENERATE) --checkpoint $$run/checkpoints/last.ckpt --benchmark mbpp \
 	  --out $$run/mbpp-samples.jsonl && \
 	$(PY) -m evals.evaluate --benchmark mbpp \
-	  --samples $$run/mbpp-samples.jsonl --out $$run/mbpp-results.jsonl && \
+	  --samples $$run/mbpp-samples.jsonl --out $$run/mbpp-results.jsonl --overwrite && \
 	echo "TensorBoard logs: $$run   open them with: $(VENV)/bin/tensorboard --logdir runs"
 
 test: $(VENV)/installed
