@@ -10,7 +10,7 @@ from jsonargparse import ArgumentParser
 from lightning.pytorch.strategies import Strategy
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from phi1.cli import PhiCLI
+from phi1.cli import PhiCLI, main
 from phi1.errors import ConfigError
 from phi1.model import Block, Phi, PhiConfig
 from phi1.module import PhiLitModule
@@ -52,12 +52,16 @@ def final_weights(run_dir) -> dict[str, torch.Tensor]:
     return torch.load(next(run_dir.rglob("last.ckpt")), map_location="cpu", weights_only=True)["state_dict"]
 
 
-def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tmp_path, code_shards, run_python, repo_root):
+def test_two_process_ddp_equals_one_process_with_the_same_global_batch(
+    tmp_path, code_shards, run_python, repo_root, monkeypatch
+):
     """1 process accumulating 2 micro-batches vs 2 gloo processes of 1 micro-batch each: the same 4 sequences per
-    step (global_batch_size), so the same loss and gradient-norm curves and weights, up to float summation order."""
+    step (global_batch_size), so the same loss and gradient-norm curves and weights, up to float summation order.
+    The 2-process run is the real command line; the reference runs the same CLI in this process."""
     tiny, ddp = str(repo_root / "experiments/tiny.yaml"), str(repo_root / "experiments/strategies/ddp.yaml")
+    monkeypatch.setattr(sys, "argv", ["phi1.cli"])
     one = ["--config", tiny, "--config", overlay(tmp_path, code_shards), "--trainer.logger.init_args.name", "one"]
-    run_python("-m", "phi1.cli", "fit", *one)
+    main(["fit", *one])
     two = ["--config", ddp, "--trainer.devices", "2", "--trainer.logger.init_args.name", "two"]
     run_python("-m", "phi1.cli", "fit", "--config", tiny, "--config", overlay(tmp_path, code_shards), *two)
 
