@@ -23,7 +23,13 @@ from torchmetrics import MeanMetric
 from phi1.errors import ConfigError
 from phi1.loss import IGNORE, chunked_cross_entropy
 from phi1.model import Phi, PhiConfig
-from phi1.parallel import checkpoint_blocks, clip_sharded_gradients, deepspeed_engine, gradient_norm
+from phi1.parallel import (
+    checkpoint_blocks,
+    clip_sharded_gradients,
+    deepspeed_engine,
+    deepspeed_loss_scale,
+    gradient_norm,
+)
 
 TRAINING_ONLY = {"attn_dropout", "resid_dropout", "init_std"}
 
@@ -124,6 +130,8 @@ class PhiLitModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         loss, _ = self.loss(batch)
         self.step_losses.append(loss.detach())
+        if (scale := deepspeed_loss_scale(self.trainer)) != 1:
+            loss = loss * scale  # Lightning and DeepSpeed both divide by the accumulation
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx):

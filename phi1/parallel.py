@@ -5,7 +5,8 @@ Under DDP every rank holds the whole all-reduced gradient. FSDP leaves each rank
 their norm is the square root of the squares summed over the shard group, and norm clipping goes through the
 root FSDP module (Lightning's FSDP precision plugin refuses it). DeepSpeed ZeRO-2 keeps the reduced gradients
 inside its engine (`p.grad` is empty), computes their norm in its own step and clips there; that norm is read
-from the engine after the step.
+from the engine after the step. Lightning and DeepSpeed both divide the loss by the accumulation; one of the two
+divisions is undone.
 """
 
 import torch
@@ -37,6 +38,13 @@ def clip_sharded_gradients(module, max_norm: float) -> bool:
         return False
     module.trainer.model.clip_grad_norm_(max_norm)
     return True
+
+
+def deepspeed_loss_scale(trainer) -> int:
+    """What the micro-batch loss must be multiplied by before backward: Lightning divides it by the accumulation,
+    and DeepSpeed's `engine.backward` divides it again (`scale_wrt_gas`), so under DeepSpeed it is multiplied
+    back once; the gradients, their norm and their clipping are then those of the step's mean loss."""
+    return trainer.accumulate_grad_batches if isinstance(trainer.strategy, DeepSpeedStrategy) else 1
 
 
 def deepspeed_engine(trainer):
