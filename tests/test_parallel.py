@@ -52,6 +52,7 @@ def final_weights(run_dir) -> dict[str, torch.Tensor]:
     return torch.load(next(run_dir.rglob("last.ckpt")), map_location="cpu", weights_only=True)["state_dict"]
 
 
+@pytest.mark.slow  # two interpreter starts and a gloo process group: ~20 s on 2 idle cores
 def test_two_process_ddp_equals_one_process_with_the_same_global_batch(
     tmp_path, code_shards, run_python, repo_root, monkeypatch
 ):
