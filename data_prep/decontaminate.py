@@ -73,6 +73,7 @@ from data_prep.stages import (
 TAU_GRID = (0.95, 0.9, 0.85, 0.8)
 STATEMENT_LEVEL = (ast.stmt, ast.ExceptHandler, ast.match_case)
 DROPPED_FIELDS = {"ctx", "annotation", "returns", "type_comment", "type_params"}
+STATEMENT_LISTS = {"body", "orelse", "finalbody", "handlers", "cases"}  # of statement nodes
 FENCED = re.compile(r"```[^\n]*\n(.*?)```", re.DOTALL)
 
 
@@ -101,17 +102,19 @@ def bound_names(tree: ast.AST) -> set[str]:
     imports, exception and pattern names. Renaming code changes these and only these."""
     names = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            names.add(node.name)
-        elif isinstance(node, ast.arg):
+        kind = type(node)
+        if kind is ast.Name:
+            if type(node.ctx) is not ast.Load:
+                names.add(node.id)
+        elif kind is ast.arg:
             names.add(node.arg)
-        elif isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
-            names.add(node.id)
-        elif isinstance(node, ast.alias):
+        elif kind in (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef):
+            names.add(node.name)
+        elif kind is ast.alias:
             names.add(node.asname or node.name.split(".")[0])
-        elif isinstance(node, ast.Global | ast.Nonlocal):
+        elif kind in (ast.Global, ast.Nonlocal):
             names.update(node.names)
-        elif isinstance(node, ast.ExceptHandler | ast.MatchAs | ast.MatchStar) and node.name:
+        elif kind in (ast.ExceptHandler, ast.MatchAs, ast.MatchStar) and node.name:
             names.add(node.name)
     return names
 
@@ -137,23 +140,38 @@ def _statements(node: ast.AST, name: str, items: list) -> list[ast.AST]:
     return [item for item in items if not (isinstance(item, ast.AnnAssign) and item.value is None)]
 
 
+_LAYOUTS: dict[type, tuple[tuple[str, bool], ...]] = {}
+
+
+def _layout(kind: type) -> tuple[tuple[str, bool], ...]:
+    """The fields of a node type that count, each with whether it is a statement list."""
+    layout = _LAYOUTS.get(kind)
+    if layout is None:
+        statement = issubclass(kind, STATEMENT_LEVEL)
+        layout = tuple(
+            (name, statement and name in STATEMENT_LISTS) for name in kind._fields if name not in DROPPED_FIELDS
+        )
+        _LAYOUTS[kind] = layout
+    return layout
+
+
 def _encode(node: ast.AST, bound: set[str]) -> tuple[int, int, Unit | None]:
     """(hash of the normalized subtree, its size, its Unit if a statement)."""
     children, size = [], 1
     header, header_size, body, compound = [], 1, [], False
-    for name, value in ast.iter_fields(node):
-        if name in DROPPED_FIELDS:
+    for name, statements in _layout(type(node)):
+        value = getattr(node, name, None)
+        if statements:
+            if value:
+                children.append(name)  # so that moving a statement from `body` to `orelse` changes the tree
+                compound = True
+                for statement in _statements(node, name, value):
+                    statement_hash, statement_size, unit = _encode(statement, bound)
+                    children.append(statement_hash)
+                    size += statement_size
+                    body.append(unit)
             continue
-        if isinstance(value, list) and value and isinstance(value[0], STATEMENT_LEVEL):
-            children.append(name)  # so that moving a statement from `body` to `orelse` changes the tree
-            compound = True
-            for statement in _statements(node, name, value):
-                statement_hash, statement_size, unit = _encode(statement, bound)
-                children.append(statement_hash)
-                size += statement_size
-                body.append(unit)
-            continue
-        for child in value if isinstance(value, list) else [value]:
+        for child in value if isinstance(value, list) else (value,):
             if isinstance(child, ast.AST):
                 child_hash, child_size, _ = _encode(child, bound)
                 children.append(child_hash)
@@ -327,18 +345,22 @@ class BenchmarkIndex:
     def __init__(self, references: list[Reference], ngram: int = 13, min_nodes: int = 16):
         self.references, self.ngram, self.min_nodes = references, ngram, min_nodes
         self.ngrams: dict[int, set[int]] = {}
-        self.statements: dict[int, list[tuple[int, int]]] = {}  # hash -> (reference, nodes it covers)
+        self.statements: dict[int, list[tuple[int, int, int]]] = {}  # hash -> (reference, its statement, nodes)
+        sizes = []  # of the tested references' top-level statements
         for index, reference in enumerate(references):
             words = [word.lower() for word in code_words(reference.docstring)]
             for start in range(len(words) - ngram + 1):
                 if any(not word.isdigit() for word in words[start : start + ngram]):  # a run of numbers says nothing
                     self.ngrams.setdefault(hash(tuple(words[start : start + ngram])), set()).add(index)
             if reference.units and reference.size >= min_nodes:
-                for top in reference.units:
+                sizes += [unit.size for unit in reference.units]
+                for position, top in enumerate(reference.units):
                     for unit in top.walk():
-                        self.statements.setdefault(unit.full, []).append((index, unit.size))
+                        self.statements.setdefault(unit.full, []).append((index, position, unit.size))
                         if unit.header is not None:
-                            self.statements.setdefault(unit.header, []).append((index, unit.header_size))
+                            self.statements.setdefault(unit.header, []).append((index, position, unit.header_size))
+
+        self.smallest, self.largest = min(sizes, default=0), max(sizes, default=0)
 
     @property
     def too_small(self) -> list[str]:
@@ -356,32 +378,34 @@ class BenchmarkIndex:
     def ast_matches(self, text: str, floor: float) -> dict[int, float]:
         """reference -> AST match rate (`match_rate`), for the references whose rate is at least `floor`.
 
-        The same as `match_rate` against every reference, computed only where it can reach `floor`: in the
-        regions holding statements of the reference, and of a size that allows it."""
+        `match_rate` against every reference, where it can reach `floor`: each top-level statement of a
+        solution is looked for only in the regions that hold enough of its nodes for it alone to reach `floor`
+        there (2 * found / (|statement| + |region|) bounds its rate). For the usual one-function solution this
+        is exactly `match_rate`; a solution of several (a helper and the function) may score a little
+        differently when one of them is matched nowhere that well."""
         units = code_units(text)
         if not units:
             return {}
         best: dict[int, list[tuple[float, int, int]]] = {}  # reference -> (rate, nodes, size) of each statement
         for hashes, size in regions(units):
-            hits: dict[int, int] = {}  # reference -> nodes of its statements found in the region: a bound
-            for statement in hashes:
-                for index, nodes in self.statements.get(statement, ()):
-                    hits[index] = hits.get(index, 0) + nodes
-            for index, nodes in hits.items():
-                reference = self.references[index]
-                if len(reference.units) == 1 and 2 * min(nodes, reference.size) < floor * (reference.size + size):
-                    continue  # 2 * hits / (|reference| + |region|) bounds its rate here
-                scores = best.setdefault(index, [(0.0, 0, 0)] * len(reference.units))
-                for i, unit in enumerate(reference.units):
-                    if 2 * min(unit.size, size) / (unit.size + size) <= scores[i][0]:
-                        continue
-                    rate, nodes = _unit_rate(unit, hashes, size)
-                    if rate > scores[i][0]:
-                        scores[i] = (rate, nodes, size)
+            if not self.smallest * floor / (2 - floor) <= size <= self.largest * (2 - floor) / floor:
+                continue  # 2 * min(a, b) / (a + b) < floor against any reference statement
+            found: dict[tuple[int, int], int] = {}  # (reference, statement) -> its nodes in the region's statements
+            for statement in hashes.keys() & self.statements.keys():
+                for index, position, nodes in self.statements[statement]:
+                    found[index, position] = found.get((index, position), 0) + nodes
+            for (index, position), nodes in found.items():
+                unit = self.references[index].units[position]
+                if 2 * min(nodes, unit.size) < floor * (unit.size + size):
+                    continue
+                scores = best.setdefault(index, [(0.0, 0, 0)] * len(self.references[index].units))
+                if 2 * min(unit.size, size) / (unit.size + size) > scores[position][0]:
+                    rate, covered_nodes = _unit_rate(unit, hashes, size)
+                    if rate > scores[position][0]:
+                        scores[position] = (rate, covered_nodes, size)
         rates = {}
         for index, scores in best.items():
-            units_size = sum(unit.size for unit in self.references[index].units)
-            total = units_size + sum(size for _, _, size in scores)
+            total = self.references[index].size + sum(size for _, _, size in scores)
             if (rate := 2 * sum(nodes for _, nodes, _ in scores) / total) >= floor:
                 rates[index] = rate
         return rates

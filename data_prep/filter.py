@@ -9,8 +9,8 @@ Each task streams its share of the sources through the classifier's own embedder
 --device and --embed-batch-size change only how it runs) and the random forest, --classify-batch-size
 documents at a time, with a progress bar of documents per second. Documents scoring at least the threshold
 (the classifier's, or --threshold) go to ``WORK/filtered/<task>.jsonl.gz``, the others to ``WORK/dropped/``;
-both keep their P(educational) as `metadata.quality_score`. ``WORK/report.json`` counts documents and code
-words kept and dropped.
+both keep their P(educational) as `metadata.quality_score`. ``WORK/report.json`` counts the documents kept and
+dropped, and their characters (`doc_len` of the reader, all, and of the filter, those kept).
 
 Interrupted work resumes: finished tasks are skipped (datatrove's completion markers), and an interrupted
 task finds the embeddings it had computed in the cache (``WORK/embeddings`` unless --cache), so only the
@@ -27,7 +27,6 @@ from datatrove.pipeline.writers.disk_base import DiskWriter
 from tqdm import tqdm
 
 from data_prep.classifier import ClassifierError, load_classifier
-from data_prep.code_words import code_words
 from data_prep.embed import EmbedderSpec, EmbeddingCache, embed_documents
 from data_prep.sources import add_source_arguments, input_files, source_readers
 from data_prep.stages import (
@@ -92,15 +91,9 @@ class QualityFilter(BaseFilter):
     def filter_batch(self, batch: list[Document]) -> list[bool]:
         ids, texts = [doc.id for doc in batch], [doc.text for doc in batch]
         scores = self.classifier.scores(embed_documents(self.embedder, ids, texts, self.cache, len(batch)))
-        kept = []
         for doc, score in zip(batch, scores, strict=True):
             doc.metadata["quality_score"] = float(score)
-            words = len(code_words(doc.text))
-            keep = bool(score >= self.threshold)
-            self.stat_update("words", value=words)
-            self.stat_update("words_kept" if keep else "words_dropped", value=words)
-            kept.append(keep)
-        return kept
+        return [bool(score >= self.threshold) for score in scores]
 
     def filter(self, doc: Document) -> bool:
         return self.filter_batch([doc])[0]

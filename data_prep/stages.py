@@ -16,6 +16,7 @@ when a task writes nothing.
 """
 
 import argparse
+import gzip
 import json
 import os
 import shlex
@@ -138,9 +139,31 @@ def execution_options(args: argparse.Namespace) -> ExecutionOptions:
 # ----------------------------------------------------------------------------- handing documents between stages
 
 
-def task_writer(folder: str | Path, **kwargs) -> JsonlWriter:
+class TaskWriter(JsonlWriter):
+    """datatrove's JsonlWriter to ``<folder>/<task>.jsonl.gz`` (text, id, metadata), gzipped at level 1: files
+    between stages are written once and read once, and level 1 compresses several times faster than the
+    default 9 for files about a fifth larger."""
+
+    def __init__(self, folder: str | Path, **kwargs):
+        super().__init__(str(folder), output_filename=TASK_FILE, compression=None, **kwargs)
+        self.gzip_files: dict[str, gzip.GzipFile] = {}
+
+    def _write(self, document: dict, file_handler, filename: str):
+        compressed = self.gzip_files.get(filename)
+        if compressed is None:
+            compressed = self.gzip_files[filename] = gzip.GzipFile(fileobj=file_handler, mode="wb", compresslevel=1)
+        super()._write(document, compressed, filename)
+
+    def close(self):
+        for compressed in self.gzip_files.values():
+            compressed.close()
+        self.gzip_files = {}
+        super().close()
+
+
+def task_writer(folder: str | Path, **kwargs) -> TaskWriter:
     """Writes each task's documents to ``folder/<task>.jsonl.gz`` (text, id, metadata)."""
-    return JsonlWriter(str(folder), output_filename=TASK_FILE, **kwargs)
+    return TaskWriter(folder, **kwargs)
 
 
 class TaskOutputReader(JsonlReader):
