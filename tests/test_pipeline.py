@@ -182,7 +182,7 @@ def test_slurm_executor_submits_the_chain_as_dependent_job_arrays(tmp_path, corp
 
     with open(work / "logs" / "quality-filter" / "executor.pik", "rb") as file:
         executor = dill.load(file)  # what each SLURM task loads
-    assert [type(step).__name__ for step in executor.pipeline] == ["TaskOutputReader", "QualityFilter", "JsonlWriter"]
+    assert [type(step).__name__ for step in executor.pipeline] == ["TaskOutputReader", "QualityFilter", "TaskWriter"]
     for path in work.rglob("*"):
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
