@@ -116,7 +116,7 @@ class ExactResume(L.Callback):
                     f"resume: the checkpoint holds the random state of {len(self.loaded)} ranks, this run has "
                     f"{world}; each rank seeds from (seed, rank, step {trainer.global_step}) instead"
                 )
-            seed_rank(self.base_seed(), rank, trainer.global_step if self.loaded is not None else 0)
+            seed_rank(self.base_seed(), rank, trainer.global_step)  # step 0 unless resumed without our state
         self.loaded = None
         self.defer_requeue(trainer)
 

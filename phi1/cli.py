@@ -47,14 +47,20 @@ class SaveLaunchConfig(SaveConfigCallback):
         super().setup(trainer, pl_module, stage)
 
 
-def checkpoint_step(path: Path) -> int:
-    return int(torch.load(path, map_location="cpu", mmap=True, weights_only=True).get("global_step", -1))
+def checkpoint_step(path: Path) -> int | None:
+    """The global step a checkpoint holds, reading no tensors; None for a file cut short or not a checkpoint."""
+    try:
+        return int(torch.load(path, map_location="cpu", mmap=True, weights_only=True)["global_step"])
+    except Exception:
+        rank_zero_info(f"skipping {path}: not a readable checkpoint")
+        return None
 
 
-def newest_checkpoint(run_dir: Path) -> Path | None:
-    """The most advanced of the run's `last*.ckpt` and `hpc_ckpt_N.ckpt` (by global step, then time)."""
-    found = [*run_dir.glob("hpc_ckpt_*.ckpt"), *run_dir.rglob("last*.ckpt")] if run_dir.is_dir() else []
-    return max(found, key=lambda p: (checkpoint_step(p), p.stat().st_mtime), default=None)
+def newest_checkpoint(run_dir: Path, pattern: str = "last*.ckpt") -> Path | None:
+    """The most advanced of the run's `hpc_ckpt_N.ckpt` and `pattern` checkpoints (by global step, then time)."""
+    found = [*run_dir.glob("hpc_ckpt_*.ckpt"), *(run_dir.rglob(pattern) if pattern else [])] if run_dir.is_dir() else []
+    steps = [(step, p.stat().st_mtime, p) for p in found if (step := checkpoint_step(p)) is not None]
+    return max(steps, key=lambda s: s[:2], default=(None, None, None))[2]
 
 
 def launched_child() -> bool:
@@ -96,9 +102,7 @@ class PhiCLI(LightningCLI):
         ckpt = config.ckpt_path
         requeued = any(self.run_dir.glob("hpc_ckpt_*.ckpt")) or int(os.environ.get("SLURM_RESTART_COUNT", 0)) > 0
         if ckpt in ("last", "hpc") or (ckpt is None and requeued):
-            found = newest_checkpoint(self.run_dir)
-            if ckpt == "hpc":
-                found = max(self.run_dir.glob("hpc_ckpt_*.ckpt"), key=checkpoint_step, default=None)
+            found = newest_checkpoint(self.run_dir, "" if ckpt == "hpc" else "last*.ckpt")
             if found is None and ckpt is not None:
                 raise ConfigError(f"--ckpt_path {ckpt}: the run folder {self.run_dir} holds no {ckpt} checkpoint")
             if found is not None:

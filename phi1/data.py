@@ -280,6 +280,10 @@ class PackedDataModule(L.LightningDataModule):
                 verify_sha256(src.folder, src.manifest)
         self.names = source_names([s.folder for s in sources])
         self.identities = [manifest_hash(s.manifest) for s in sources]
+        for i, identity in enumerate(self.identities):
+            if identity in self.identities[:i]:
+                twin = sources[self.identities.index(identity)].folder
+                raise ConfigError(f"data.sources: {sources[i].folder} holds the same shards as {twin}; list it once")
         self.train_blocks = [s.num_blocks - max(1, int(s.num_blocks * self.val_fraction)) for s in sources]
         weights = dict(zip(self.identities, self.source_weights.values(), strict=True))
         self.segments = [{"start": 0, "weights": weights, "offsets": {}}]  # offsets: blocks taken before, per source

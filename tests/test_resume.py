@@ -13,11 +13,14 @@ import sys
 import pytest
 import torch
 from conftest import REPO
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 STEPS, CKPT_EVERY = 12, 6
 
 
-def launch(run_python, repo_root, tmp_path, name, shards, *extra, callbacks=(), devices=1, env=None, check=True):
+def launch(
+    run_python, repo_root, tmp_path, name, shards, *extra, callbacks=(), devices=1, env=None, check=True, val_every=0
+):
     """`python -m phi1.cli fit` on tiny.yaml with the paper's dropout, accumulation 2 and 2 workers."""
     every = {"every_n_train_steps": CKPT_EVERY, "save_last": True, "save_top_k": -1}
     name_by_step = {"filename": "step{step}", "auto_insert_metric_name": False}
@@ -26,8 +29,8 @@ def launch(run_python, repo_root, tmp_path, name, shards, *extra, callbacks=(), 
         "trainer": {
             "max_steps": STEPS,
             "accumulate_grad_batches": 2,
-            "val_check_interval": 10_000,
-            "limit_val_batches": 0,
+            "val_check_interval": val_every or 10_000,  # micro-batches
+            "limit_val_batches": 2 if val_every else 0,
             "enable_progress_bar": False,
             "enable_model_summary": False,
             "logger": {"init_args": {"save_dir": str(tmp_path / "runs"), "name": name}},
@@ -131,14 +134,16 @@ def test_ddp_two_processes_killed_and_resumed_end_with_the_same_weights(tmp_path
             {"class_path": "batch_recorder.RandomStateRecorder", "init_args": {"out_dir": out}},
         ]
 
-    launch(run_python, repo_root, tmp_path, "a", code_shards, callbacks=recorders("a"), devices=2)
+    ddp = {"devices": 2, "val_every": 8}  # validation at micro-batches 8, 16, 24: before and after the kill
+    launch(run_python, repo_root, tmp_path, "a", code_shards, callbacks=recorders("a"), **ddp)
     run = tmp_path / "runs" / "b"
     callbacks = [*recorders("b"), kill_at_checkpoint(run)]
-    killed = launch(run_python, repo_root, tmp_path, "b", code_shards, callbacks=callbacks, devices=2, check=False)
+    killed = launch(run_python, repo_root, tmp_path, "b", code_shards, callbacks=callbacks, check=False, **ddp)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    resume = ("--ckpt_path", "last")
-    launch(run_python, repo_root, tmp_path, "b", code_shards, *resume, callbacks=recorders("b"), devices=2)
+    launch(run_python, repo_root, tmp_path, "b", code_shards, "--ckpt_path", "last", callbacks=recorders("b"), **ddp)
     assert_same(weights(run), weights(tmp_path / "runs" / "a"))
+    val = EventAccumulator(str(tmp_path / "runs" / "a")).Reload()
+    assert len(val.Scalars("val/loss/code")) == len(val.Scalars("val/loss")) == 3  # reduced over both ranks
 
     record = tmp_path / "a" / "record"
     assert not torch.equal(torch.load(record / "rng0.pt"), torch.load(record / "rng1.pt"))  # different dropout
