@@ -146,7 +146,9 @@ def save_hf(model: Phi, out_dir: str | Path, tokenizer: Tokenizer) -> Path:
             (partial / name).write_text(json.dumps(content, indent=2) + "\n")
         tokenizer.save(str(partial / "tokenizer.json"))
         save_file(state_dict_to_hf(model.state_dict()), partial / "model.safetensors", metadata={"format": "pt"})
-        partial.chmod(0o755)  # mkdtemp's 0700 would keep the served folder from other users
+        mode = (partial / "config.json").stat().st_mode & 0o666  # what the umask gives a new file
+        (partial / "model.safetensors").chmod(mode)  # safetensors writes 0600
+        partial.chmod(mode | (mode & 0o444) >> 2)  # and mkdtemp makes 0700: a served folder is read by others
         os.replace(partial, out)  # onto a missing or empty folder
     except BaseException:
         for file in partial.iterdir():
