@@ -6,7 +6,9 @@ quality classifier, `data_prep.classifier`).
         [--stackoverflow] [--seed 0] [--max-chars 6000] [engine flags: --base-url --concurrency --max-cost-usd
         --backend ...] [--executor local|slurm] [--tasks N] ...
 
-writes ``DIR/labels.jsonl``: per document its `id`, `text` (as sent, see --max-chars), origin, `stratum`,
+The input is meant to be deduplicated data (``data_prep.dedup``'s ``WORK/deduplicated``): a copy of a document
+costs no second request (the request id hashes the text), but near copies would. It writes
+``DIR/labels.jsonl``: per document its `id`, `text` (as sent, see --max-chars), origin, `stratum`,
 `score` (0-5), `justification`, the `model` that answered, `prompt_version` and the `request_id`; and
 ``DIR/annotation_report.json``: per stratum, documents in the corpus, sampled, labelled and the mean score.
 
