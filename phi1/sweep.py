@@ -64,6 +64,7 @@ class Sweep:
 class Point:
     index: int
     overrides: dict  # grid key -> this point's value
+    labels: dict  # grid key -> the value's short label
     slug: str
 
 
@@ -118,6 +119,17 @@ def short_value(value) -> str:
     return str(value)
 
 
+def short_values(values: list) -> list[str]:
+    """A grid key's values as short labels; paths by the parts in which they differ
+    (runs/size/phi-1/checkpoints/last.ckpt and runs/size/phi-1-small/... -> phi-1, phi-1-small)."""
+    if len(values) > 1 and all(isinstance(v, str) and "/" in v for v in values):
+        parts = [Path(v).parts for v in values]
+        lead = len(os.path.commonprefix(parts))
+        trail = min(len(os.path.commonprefix([p[::-1] for p in parts])), min(map(len, parts)) - lead - 1)
+        return ["/".join(p[lead : len(p) - max(trail, 0)]) or p[-1] for p in parts]
+    return [short_value(v) for v in values]
+
+
 def short_keys(keys: list[str]) -> dict[str, str]:
     """Each dotted key by its shortest unique tail: `trainer.max_steps` -> `max_steps`."""
     short = {}
@@ -135,11 +147,13 @@ def grid_points(sweep: Sweep) -> list[Point]:
     """Every combination of the grid's values, in the file's order, each with a unique file-name slug."""
     keys = list(sweep.grid)
     short = short_keys(keys)
+    labels = [short_values(values) for values in sweep.grid.values()]
     points = []
-    for i, values in enumerate(itertools.product(*sweep.grid.values())):
-        overrides = dict(zip(keys, values, strict=True))
-        slug = ",".join(f"{short[k]}={short_value(v)}" for k, v in overrides.items())
-        points.append(Point(i, overrides, re.sub(r"[^A-Za-z0-9._+=,-]", "_", slug)))
+    for i, chosen in enumerate(itertools.product(*(range(len(values)) for values in sweep.grid.values()))):
+        overrides = {k: sweep.grid[k][j] for k, j in zip(keys, chosen, strict=True)}
+        label = {k: labels[n][j] for n, (k, j) in enumerate(zip(keys, chosen, strict=True))}
+        slug = ",".join(f"{short[k]}={label[k]}" for k in keys)
+        points.append(Point(i, overrides, label, re.sub(r"[^A-Za-z0-9._+=,-]", "_", slug)))
     counts = {}
     for p in points:
         counts[p.slug] = counts.get(p.slug, 0) + 1
@@ -182,14 +196,14 @@ def resolve(sweep: Sweep, point: Point) -> dict:
 
 @dataclass
 class Plan:
-    """Where a point stands: its run folder, its scheduled and reached steps, the checkpoint to resume."""
+    """Where a point stands: its run folder, its scheduled steps and its newest checkpoint (last or hpc)."""
 
     point: Point
     config: dict
     run_dir: Path
     max_steps: int
-    step: int | None  # newest checkpoint's global step; None before the first checkpoint
-    resume_from: Path | None
+    newest: Path | None
+    step: int | None  # the newest checkpoint's global step
 
     @property
     def done(self) -> bool:
@@ -198,22 +212,15 @@ class Plan:
     def status(self) -> str:
         if self.done:
             return f"done (step {self.step})"
-        if self.resume_from:
-            return f"resumes from {self.resume_from} (step {self.step} of {self.max_steps})"
+        if self.newest:
+            return f"resumes from {self.newest} (step {self.step} of {self.max_steps})"
         return "starts"
 
 
-def checkpoint_step(path: Path) -> int | None:
-    """The global step stored in a Lightning checkpoint, reading no tensors; None if it cannot be read."""
-    import torch
-
-    try:
-        return int(torch.load(path, map_location="cpu", mmap=True, weights_only=True)["global_step"])
-    except Exception:  # a file cut short by a kill, or not a Lightning checkpoint
-        return None
-
-
 def plan(sweep: Sweep, point: Point) -> Plan:
+    """The point's config and run folder (as `phi1.cli` places it: `<save_dir>/<name>`) and how far it got."""
+    from phi1.cli import checkpoint_step, newest_checkpoint
+
     config = resolve(sweep, point)
     max_steps = config["trainer"].get("max_steps") or -1
     if max_steps <= 0:
@@ -221,17 +228,18 @@ def plan(sweep: Sweep, point: Point) -> Plan:
     logger = (config["trainer"].get("logger") or {}).get("init_args") or {}
     if "save_dir" not in logger:
         raise ConfigError(f"{sweep.path}: point {point.slug}: trainer.logger must be a TensorBoardLogger with save_dir")
-    run_dir = Path(logger["save_dir"]) / logger["name"]
-    # the most advanced checkpoint, step files, last.ckpt and hpc_ckpt_N.ckpt alike; the newest breaks a tie
-    steps = {path: checkpoint_step(path) for path in run_dir.rglob("*.ckpt")}
-    found = [(step, path.stat().st_mtime, path) for path, step in steps.items() if step is not None]
-    step, _, path = max(found, default=(None, None, None))
-    resume_from = path if step is not None and step < max_steps else None
-    return Plan(point, config, run_dir, max_steps, step, resume_from)
+    version = logger.get("version")
+    run_dir = (
+        Path(logger["save_dir"])
+        / logger["name"]
+        / (f"version_{version}" if isinstance(version, int) else version or "")
+    )
+    newest = newest_checkpoint(run_dir)
+    return Plan(point, config, run_dir, max_steps, newest, checkpoint_step(newest) if newest else None)
 
 
 def fit_command(sweep: Sweep, p: Plan) -> list[str]:
-    resume = ["--ckpt_path", str(p.resume_from)] if p.resume_from else []
+    resume = ["--ckpt_path", "last"] if p.newest else []  # the CLI resolves it to the same newest checkpoint
     return [sys.executable, "-m", "phi1.cli", "fit", *fit_args(sweep, p.point), *resume]
 
 
@@ -380,7 +388,7 @@ def report(sweep: Sweep, plans: list[Plan]) -> tuple[list[dict], dict[str, dict[
     for p in plans:
         logged = scalars(p.run_dir) if p.run_dir.is_dir() else {}
         curves[p.point.slug] = logged
-        row = {"point": p.point.slug, **{k: short_value(v) for k, v in p.point.overrides.items()}}
+        row = {"point": p.point.slug, **p.point.labels}
         row["status"] = "done" if p.done else "unfinished" if p.step is not None else "not started"
         row["step"] = p.step
         row.update({tag: series[max(series)] for tag, series in logged.items() if REPORTED.match(tag) and series})

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tiny_run import checkpoints, final_weights, tiny_overlay
+from tiny_run import checkpoints, final_step, final_weights, tiny_overlay
+
+from phi1.cli import checkpoint_step
 
 pytestmark = pytest.mark.slurm
 VENV_ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -71,7 +73,7 @@ def test_the_sbatch_template_trains_one_rank_per_task(sbatch, tmp_path, code_sha
     log = (tmp_path / "ddp" / "slurm.out").read_text()
     assert state["JobState"] == "COMPLETED", log
     assert "GLOBAL_RANK: 0, MEMBER: 1/2" in log and "GLOBAL_RANK: 1, MEMBER: 2/2" in log
-    assert torch.load(checkpoints(tmp_path / "runs" / "ddp")["last.ckpt"], weights_only=True)["global_step"] == 8
+    assert final_step(tmp_path / "runs" / "ddp") == 8
 
 
 def test_sigusr1_saves_requeues_and_the_job_resumes_to_the_uninterrupted_weights(
@@ -91,13 +93,13 @@ def test_sigusr1_saves_requeues_and_the_job_resumes_to_the_uninterrupted_weights
     [state] = wait(job)
     log = (tmp_path / "preempted" / "slurm.out").read_text()
     assert state["JobState"] == "COMPLETED" and state["Restarts"] == "1", log
-    hpc = [p for p in (tmp_path / "preempted").rglob("hpc_ckpt_*.ckpt")] + list(run.rglob("hpc_ckpt_*.ckpt"))
+    hpc = list(run.glob("hpc_ckpt_*.ckpt"))  # in the run folder, trainer.default_root_dir
     assert len(hpc) == 1, log
-    saved_at = torch.load(hpc[0], weights_only=True)["global_step"]
+    saved_at = checkpoint_step(hpc[0])
     assert 50 <= saved_at < steps
     assert "restart 1: fit" in log and f"Restored all states from the checkpoint at {hpc[0]}" in log
     assert wait(reference)[0]["JobState"] == "COMPLETED"
-    assert torch.load(checkpoints(run)["last.ckpt"], weights_only=True)["global_step"] == steps
+    assert final_step(run) == steps
     resumed, uninterrupted = final_weights(run), final_weights(tmp_path / "runs" / "reference")
     different = [k for k in uninterrupted if not torch.equal(resumed[k], uninterrupted[k])]
     assert not different, f"resumed at step {saved_at}; weights differ from the uninterrupted run in {different}"
@@ -124,7 +126,6 @@ def test_a_sweep_on_slurm_is_one_job_array_and_a_rerun_submits_nothing(tmp_path,
     assert sorted(s["ArrayTaskId"] for s in states) == ["0", "1"]
     assert all(s["JobState"] == "COMPLETED" for s in states), [s["JobState"] for s in states]
     for slug in ("lr=0.003", "lr=0.001"):
-        last = checkpoints(tmp_path / "runs" / "slurm-lr" / slug)["last.ckpt"]
-        assert torch.load(last, weights_only=True)["global_step"] == 8
+        assert final_step(tmp_path / "runs" / "slurm-lr" / slug) == 8
     again = run_sweep()
     assert again.returncode == 0 and "every point is done" in again.stderr and "submitted" not in again.stdout

@@ -1,11 +1,12 @@
 import csv
 import shlex
+import shutil
 
 import matplotlib.image
 import pytest
 import torch
 import yaml
-from tiny_run import checkpoints, final_weights, tiny_overlay
+from tiny_run import checkpoints, final_step, final_weights, tiny_overlay
 
 from phi1.sweep import main, scalars
 
@@ -38,7 +39,7 @@ def test_local_sweep_trains_every_point_reports_them_and_a_rerun_skips_done_and_
     assert "[1/2] lr=0.003: starts" in log and "[2/2] lr=0.001: starts" in log
     runs = tmp_path / "runs" / "lr"
     for slug in ("lr=0.003", "lr=0.001"):
-        assert torch.load(checkpoints(runs / slug)["last.ckpt"], weights_only=True)["global_step"] == 8
+        assert final_step(runs / slug) == 8
     saved = yaml.safe_load(next((runs / "lr=0.001").rglob("config.yaml")).read_text())
     assert saved["model"]["optimizer"]["init_args"]["lr"] == 1e-3 and saved["data"]["init_args"]["batch_size"] == 2
 
@@ -52,24 +53,24 @@ def test_local_sweep_trains_every_point_reports_them_and_a_rerun_skips_done_and_
     assert [r["point"] for r in rows] == ["lr=0.003", "lr=0.001"]
     for row, slug in zip(rows, ("lr=0.003", "lr=0.001"), strict=True):  # the final logged values, unrounded
         logged = scalars(runs / slug)
-        assert float(row["train/loss"]) == pytest.approx(logged["train/loss"][8])
-        assert float(row["val/loss"]) == pytest.approx(logged["val/loss"][max(logged["val/loss"])])
+        for tag in ("train/loss", "val/loss"):
+            assert float(row[tag]) == pytest.approx(logged[tag][max(logged[tag])])
     assert float(rows[0]["train/loss"]) != float(rows[1]["train/loss"])  # two different runs
     png = runs / "curves.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and matplotlib.image.imread(png).shape[:2] == (450, 1200)
 
-    # lr=0.001 stopped after its step-4 checkpoint; lr=0.003 is done and must not be touched
+    # lr=0.001 as a kill after its step-4 checkpoint leaves it; lr=0.003 is done and must not be touched
     done_before = {p: p.stat().st_mtime_ns for p in (runs / "lr=0.003").rglob("*") if p.is_file()}
     uninterrupted = final_weights(runs / "lr=0.001")
-    for name, path in checkpoints(runs / "lr=0.001").items():
-        if name != "step000004.ckpt":
-            path.unlink()
+    saved = checkpoints(runs / "lr=0.001")
+    shutil.copy(saved["step000004.ckpt"], saved["last.ckpt"])
+    saved["step000008.ckpt"].unlink()
     _, log = run_sweep(run_python, "run", str(sweep_file))
     assert "[1/2] lr=0.003: done (step 8)" in log
-    assert "[2/2] lr=0.001: resumes from" in log and "step000004.ckpt (step 4 of 8)" in log
+    assert f"[2/2] lr=0.001: resumes from {saved['last.ckpt']} (step 4 of 8)" in log
     assert {p: p.stat().st_mtime_ns for p in (runs / "lr=0.003").rglob("*") if p.is_file()} == done_before
     resumed = final_weights(runs / "lr=0.001")
-    assert torch.load(checkpoints(runs / "lr=0.001")["last.ckpt"], weights_only=True)["global_step"] == 8
+    assert final_step(runs / "lr=0.001") == 8
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)  # dropout 0: bitwise
     assert "Restored all states from the checkpoint" in log
 

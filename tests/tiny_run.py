@@ -6,6 +6,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from phi1.cli import checkpoint_step, newest_checkpoint
+
 
 def tiny_overlay(path: Path, shards: Path, runs: Path, steps: int, checkpoint_every: int) -> Path:
     """An extra --config over experiments/tiny.yaml: the test's shards in 64-token blocks read without loader
@@ -40,11 +42,15 @@ def tiny_overlay(path: Path, shards: Path, runs: Path, steps: int, checkpoint_ev
 
 
 def checkpoints(run_dir: Path) -> dict[str, Path]:
-    """A run's checkpoint files by name (step000004.ckpt, last.ckpt, hpc_ckpt_1.ckpt), wherever Lightning put
-    them under the run folder."""
+    """A run's checkpoint files by name (step000004.ckpt, last.ckpt, hpc_ckpt_1.ckpt)."""
     return {p.name: p for p in sorted(run_dir.rglob("*.ckpt"))}
 
 
+def final_step(run_dir: Path) -> int | None:
+    """The global step of the run's newest checkpoint (a resumed run's last may be `last-v1.ckpt`)."""
+    newest = newest_checkpoint(run_dir)
+    return checkpoint_step(newest) if newest else None
+
+
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    ckpt = torch.load(checkpoints(run_dir)["last.ckpt"], map_location="cpu", weights_only=True)
-    return ckpt["state_dict"]
+    return torch.load(newest_checkpoint(run_dir), map_location="cpu", weights_only=True)["state_dict"]
