@@ -24,9 +24,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from evals.pass_at_k import mean_pass_at_k
-from evals.problems import MBPP_PROMPTS, InputFileError, Problem, load_problems, read_jsonl, required_field
+from evals.problems import MBPP_PROMPTS, InputFileError, Problem, load_problems, required_field
 from evals.sandbox import Sandbox, SandboxUnavailable
 from evals.time_limits import FACTOR, FLOOR, TimeLimits, calibrate
+from phi1.jsonl import read_jsonl
 
 
 def read_samples(path: str | Path, problems: Sequence[Problem]) -> list[dict]:

@@ -20,12 +20,13 @@ A Problem is what a model is given (`prompt`, cut at `stop`) and how its complet
   entry_point; canonical_solution optional), treated like HumanEval.
 """
 
-import gzip
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+from phi1.errors import ConfigError
+from phi1.jsonl import read_jsonl
 
 HUMANEVAL_STOP = ("\nclass", "\ndef", "\n#", "\nif", "\nprint", "\n@")
 MBPP_ZERO_SHOT_STOP = ("\nclass", "\nassert", '\n"""', "\nprint", "\nif", "\n<|/", "\n```")
@@ -72,7 +73,7 @@ MBPP_SHOTS = (
 )
 
 
-class InputFileError(ValueError):
+class InputFileError(ConfigError):
     """A problem or sample file that cannot be used; the message names the file, the line and the field."""
 
     def __init__(self, path: str | Path, line: int | None, message: str):
@@ -91,27 +92,6 @@ class Problem:
 
     def program(self, completion: str) -> str:
         return self.prefix + completion + "\n" + self.test + "\n"
-
-
-def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for each non-blank line of a JSONL or JSONL.gz file."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as file:
-            for number, line in enumerate(file, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise InputFileError(path, number, f"malformed JSON: {error.msg} at column {error.colno}") from None
-                if not isinstance(row, dict):
-                    raise InputFileError(path, number, f"expected a JSON object, got {type(row).__name__}")
-                yield number, row
-    except FileNotFoundError:
-        raise InputFileError(path, None, "no such file") from None
-    except (OSError, UnicodeDecodeError) as error:  # a directory, bad gzip, not UTF-8
-        raise InputFileError(path, None, f"cannot be read as UTF-8 JSONL: {error}") from None
 
 
 def required_field(row: dict, name: str, kinds: tuple[type, ...], path: str | Path, line: int):

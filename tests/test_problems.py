@@ -17,6 +17,7 @@ from evals.problems import (
 )
 from evals.sandbox import Sandbox
 from evals.time_limits import calibrate
+from phi1.errors import ConfigError
 
 BUNDLED_MBPP = Path(__file__).resolve().parents[1] / "evals" / "data" / "mbpp" / "test.jsonl"
 SHARED_MBPP = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "mbpp" / "test.jsonl"
@@ -168,7 +169,7 @@ GOOD = {"task_id": "t/0", "prompt": "def f():\n", "test": "def check(f):\n    pa
 )
 def test_bad_problem_files_are_reported_by_file_line_and_field(tmp_path, lines, message):
     path = write_jsonl(tmp_path / "problems.jsonl", lines)
-    with pytest.raises(InputFileError, match=re.escape(str(path)) + message):
+    with pytest.raises(ConfigError, match=re.escape(str(path)) + message):
         load_problems(str(path))
 
 
@@ -177,7 +178,7 @@ def test_bad_arguments_are_reported_by_name(tmp_path):
         load_problems("humaneva")
     with pytest.raises(ValueError, match="mbpp_prompt must be one of zero-shot, three-shot"):
         load_problems("mbpp", mbpp_prompt="five-shot")
-    with pytest.raises(InputFileError, match="no such file"):
+    with pytest.raises(ConfigError, match="no such file"):
         load_problems("humaneval", tmp_path / "absent.jsonl")
     with pytest.raises(InputFileError, match="no task of MBPP's test split"):
         load_problems("mbpp", write_jsonl(tmp_path / "train.jsonl", [{"task_id": 700}]))
