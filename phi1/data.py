@@ -162,7 +162,8 @@ class TrainLoader(DataLoader):
 
     def __iter__(self):
         self.dataset.start_batch = self.next_batch()
-        self.generator.manual_seed(hash((self.seed, self.dataset.rank, self.dataset.start_batch)) & (2**63 - 1))
+        where = [self.seed, self.dataset.rank, self.dataset.start_batch]
+        self.generator.manual_seed(int(np.random.SeedSequence(where).generate_state(1, np.uint64)[0]))
         return super().__iter__()
 
 
