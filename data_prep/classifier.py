@@ -33,6 +33,7 @@ from datatrove.pipeline.base import PipelineStep
 from data_prep.code_words import code_words
 from data_prep.embed import Embedder, EmbedderSpec, EmbeddingCache, add_embedder_arguments, embed_documents
 from data_prep.embed import embedder_spec as spec_from_args
+from phi1.jsonl import JsonlError, read_jsonl
 
 FORMAT = "phi1-quality-classifier/1"
 TABLE_THRESHOLDS = np.round(np.arange(0.1, 0.91, 0.1), 2)
@@ -114,22 +115,15 @@ def read_labels(paths: list[str | Path], text_field: str = "text", score_field: 
     records: dict[str, tuple[str, float]] = {}
     for path in paths:
         try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
-        except OSError as error:
-            raise ClassifierError(f"{path}: cannot read it ({error.strerror})") from None
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                raise ClassifierError(f"{path}:{number}: malformed JSON") from None
-            text, score = record.get(text_field), record.get(score_field)
-            if not isinstance(text, str):
-                raise ClassifierError(f"{path}:{number}: field {text_field!r} missing or not a string")
-            if not isinstance(score, int | float) or isinstance(score, bool):
-                raise ClassifierError(f"{path}:{number}: field {score_field!r} missing or not a number")
-            records[record.get("id") or document_id(text)] = (text, float(score))
+            for number, record in read_jsonl(path):
+                text, score = record.get(text_field), record.get(score_field)
+                if not isinstance(text, str):
+                    raise ClassifierError(f"{path}:{number}: field {text_field!r} missing or not a string")
+                if not isinstance(score, int | float) or isinstance(score, bool):
+                    raise ClassifierError(f"{path}:{number}: field {score_field!r} missing or not a number")
+                records[record.get("id") or document_id(text)] = (text, float(score))
+        except JsonlError as error:
+            raise ClassifierError(str(error)) from None
     if not records:
         raise ClassifierError(f"no labelled documents in {', '.join(map(str, paths))}")
     ids = list(records)

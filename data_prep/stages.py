@@ -31,12 +31,14 @@ from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 from datatrove.utils.stats import MetricStats
 
+from phi1.errors import ConfigError
+
 EXECUTORS = ("local", "slurm")
 TASK_FILE = "${rank}.jsonl.gz"
 REPORTED = ("total", "forwarded", "dropped")  # the columns of the printed report; every metric is in the JSON
 
 
-class UsageError(ValueError):
+class UsageError(ConfigError):
     """Bad flags or input, reported as one line with exit status 2."""
 
 
