@@ -52,7 +52,7 @@ from data_prep.stages import (
     claim_work_folder,
     execution_options,
     job_settings,
-    run_stages,
+    run_job,
     task_writer,
 )
 
@@ -404,7 +404,7 @@ def annotation_stages(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from data_prep.llm import add_engine_arguments, engine_settings
+    from data_prep.llm import EngineError, add_engine_arguments, engine_settings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="work folder (resumed if it holds this job)")
@@ -431,8 +431,11 @@ def main(argv: list[str] | None = None) -> int:
     stages += annotation_stages(
         work / "documents", work, args.n_samples, args.seed, args.model, settings, args.max_chars, ask_again=True
     )
-    run_stages(stages, options, work / "logs", work / "report.json")
-    return 0
+    try:
+        return run_job(stages, options, work / "logs", work / "report.json")
+    except EngineError as error:  # a refused key, an unknown model: nothing to retry
+        print(f"error: {error}", file=sys.stderr)
+        return 1
 
 
 def _annotation_settings(args: argparse.Namespace) -> dict:

@@ -33,6 +33,7 @@ from datatrove.pipeline.base import PipelineStep
 from data_prep.code_words import code_words
 from data_prep.embed import Embedder, EmbedderSpec, EmbeddingCache, add_embedder_arguments, embed_documents
 from data_prep.embed import embedder_spec as spec_from_args
+from phi1.errors import ConfigError
 from phi1.jsonl import JsonlError, read_jsonl
 
 FORMAT = "phi1-quality-classifier/1"
@@ -40,7 +41,7 @@ TABLE_THRESHOLDS = np.round(np.arange(0.1, 0.91, 0.1), 2)
 PLOT_THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.01), 2)
 
 
-class ClassifierError(ValueError):
+class ClassifierError(ConfigError):
     """Bad labels, or a classifier used with an embedder it was not trained on."""
 
 

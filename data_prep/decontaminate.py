@@ -67,7 +67,7 @@ from data_prep.stages import (
     claim_work_folder,
     execution_options,
     job_settings,
-    run_stages,
+    run_job,
 )
 
 TAU_GRID = (0.95, 0.9, 0.85, 0.8)
@@ -694,11 +694,8 @@ def main(argv: list[str] | None = None) -> int:
             tasks=1,
         ),
     ]
-    try:
-        run_stages(stages, options, work / "logs", work / "stages.json")
-    except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    if status := run_job(stages, options, work / "logs", work / "stages.json"):
+        return status
     if options.executor == "local":
         report = json.loads(args.report.read_text())
         print(

@@ -58,7 +58,7 @@ from data_prep.stages import (
     claim_work_folder,
     execution_options,
     job_settings,
-    run_stages,
+    run_job,
     task_writer,
 )
 
@@ -209,10 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         config = code_minhash_config(args.minhash_ngrams, args.minhash_bands, args.minhash_rows)
         stages += near_dedup_stages(work / "exact" / "kept", work / "deduplicated", work, config)
-    run_stages(stages, options, work / "logs", work / "report.json")
-    if options.executor == "local":
+    status = run_job(stages, options, work / "logs", work / "report.json")
+    if status == 0 and options.executor == "local":
         print(f"{work / 'deduplicated'}: kept documents; {work / 'report.json'}: what each step kept and dropped")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from data_prep.stages import (
     claim_work_folder,
     execution_options,
     job_settings,
-    run_stages,
+    run_job,
     task_writer,
 )
 
@@ -150,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         args.embed_batch_size,
         args.classify_batch_size,
     )
-    run_stages([stage], options, work / "logs", work / "report.json")
-    return 0
+    return run_job([stage], options, work / "logs", work / "report.json")
 
 
 if __name__ == "__main__":

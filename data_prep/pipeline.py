@@ -47,7 +47,7 @@ from data_prep.stages import (
     claim_work_folder,
     execution_options,
     job_settings,
-    run_stages,
+    run_job,
     task_writer,
 )
 
@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from data_prep.llm import engine_settings
+    from data_prep.llm import EngineError, engine_settings
 
     cli = build_parser()
     args = cli.parse_args(argv)
@@ -198,10 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    run_stages(chain(args, readers, settings), options, args.out / "logs", args.out / "report.json")
-    if options.executor == "local":
+    try:
+        status = run_job(chain(args, readers, settings), options, args.out / "logs", args.out / "report.json")
+    except EngineError as error:  # a refused key, an unknown model: nothing to retry
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if status == 0 and options.executor == "local":
         print(f"{args.out / 'clean'}: the filtered, deduplicated, decontaminated data; {args.out / 'report.json'}")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

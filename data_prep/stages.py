@@ -257,6 +257,17 @@ def run_stages(stages: Sequence[Stage], options: ExecutionOptions, logs: str | P
     return write_report(logs, names, report)
 
 
+def run_job(stages: Sequence[Stage], options: ExecutionOptions, logs: str | Path, report: str | Path) -> int:
+    """`run_stages` for a command line: the exit status, a bad input met by a task (a ConfigError) reported in
+    one line with status 2."""
+    try:
+        run_stages(stages, options, logs, report)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 # ----------------------------------------------------------------------------- report
 
 
