@@ -11,6 +11,7 @@ bisection); the compiled model runs at the same micro-batch, so the two compare 
     python bench/gpu_throughput.py               # the whole table: ~5 minutes on one H100 or H200
     python bench/gpu_throughput.py --dry-run     # what it would measure, on any machine
     python bench/gpu_throughput.py --smoke       # the same code on the CPU with the tiny preset, in seconds
+    python bench/gpu_throughput.py --loss-chunk-size 4096 --activation-checkpointing   # the memory switches
 """
 
 import argparse
@@ -42,8 +43,8 @@ def attention(kind: str):
 class Trainee:
     """One model with its AdamW, stepping on random tokens as `fit` would."""
 
-    def __init__(self, config: PhiConfig, compile: bool, device: torch.device, autocast: bool):
-        self.module = PhiLitModule(config, compile=compile)
+    def __init__(self, config: PhiConfig, compile: bool, device: torch.device, autocast: bool, **options):
+        self.module = PhiLitModule(config, compile=compile, **options)
         with torch.device(device):  # initialized in place, not on the CPU then copied
             self.module.configure_model()
         self.module.to(device).train()
@@ -116,7 +117,7 @@ def plan(args) -> list[tuple[str, str, bool]]:
     return [(model, attn, c) for model in args.models for attn in attentions for c in compiles]
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["phi-1", "phi-1-small"], choices=sorted(phi1.model.PRESETS))
     parser.add_argument("--seq-len", type=int, default=2048)
@@ -124,16 +125,19 @@ def main():
     parser.add_argument("--max-batch", type=int, default=128, help="largest micro-batch the search tries")
     parser.add_argument("--warmup", type=int, default=3, help="steps before timing (compilation happens here)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
+    parser.add_argument("--loss-chunk-size", type=int, help="model.loss_chunk_size: the head and loss in chunks")
+    parser.add_argument("--activation-checkpointing", action="store_true", help="model.activation_checkpointing")
     parser.add_argument("--peak-flops", type=float, help="the device's dense bf16 peak (default: PEAK_FLOPS)")
     parser.add_argument("--dry-run", action="store_true", help="print what would be measured and exit")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny preset, short sequence: checks the code")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.smoke:
         args.models, args.seq_len, args.max_batch, args.warmup, args.steps = ["tiny"], 64, 4, 1, 2
         args.peak_flops = args.peak_flops or 1e12  # nominal: a CPU has no table entry
     device = torch.device("cpu" if args.smoke else "cuda")
+    options = {"loss_chunk_size": args.loss_chunk_size, "activation_checkpointing": args.activation_checkpointing}
     rows = plan(args)
-    print(f"models {args.models}, sequence {args.seq_len}, bf16-mixed, {len(rows)} configurations:", file=sys.stderr)
+    print(f"models {args.models}, sequence {args.seq_len}, bf16-mixed, {options}: {len(rows)} runs", file=sys.stderr)
     for model, attn, compiled in rows:
         print(f"  {model:12} {attn:6} {'compiled' if compiled else 'eager'}", file=sys.stderr)
     if args.dry_run:
@@ -150,12 +154,12 @@ def main():
         torch._dynamo.reset()
         with attention(attn):
             if (model, attn) not in batches:  # search in eager mode; the compiled model reuses its result
-                eager = Trainee(config, False, device, True)
+                eager = Trainee(config, False, device, True, **options)
                 batches[(model, attn)] = largest_batch(eager, args.seq_len, args.max_batch)
                 del eager
                 free_memory()
             batch = batches[(model, attn)]
-            trainee = Trainee(config, compiled, device, True)
+            trainee = Trainee(config, compiled, device, True, **options)
             row = {"model": model, "attention": attn, "compiled": compiled, "batch": batch}
             if batch:
                 row |= measure(trainee, batch, args.seq_len, args.warmup, args.steps)
@@ -169,7 +173,7 @@ def main():
             file=sys.stderr,
         )
 
-    print(f"\n{device_name}, sequence {args.seq_len}, bf16-mixed, AdamW; MFU against {peak or 'no known'} FLOP/s")
+    print(f"\n{device_name}, sequence {args.seq_len}, bf16-mixed, AdamW, {options}; MFU against {peak or '?'} FLOP/s")
     print("| model | attention | mode | micro-batch | tokens/s/GPU | MFU | peak memory GiB | vs eager |")
     print("|---|---|---|---|---|---|---|---|")
 
