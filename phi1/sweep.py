@@ -1,4 +1,4 @@
-"""Ablation sweeps (paper §3.2, the data, size and finetuning ablations): one `phi1.cli fit` per point of a
+"""Ablation sweeps (paper §2 and Figure 2.1: data, model size, finetuning): one `phi1.cli fit` per point of a
 grid of config overrides, run here one after another or on SLURM as one job array, and a report that puts
 every point's final metrics in one table and all their curves in one plot.
 
@@ -18,7 +18,7 @@ combination runs) and optional fixed overrides; keys are LightningCLI's dotted a
       trainer.devices: 8
 
 A point is `fit --config BASE... --KEY VALUE... --trainer.logger.init_args.name NAME/SLUG`, SLUG spelled from
-its grid values (`sources=stack_unfiltered-1.0,max_steps=12000`), so its run folder is
+its grid values (`sources=stack_unfiltered-1,max_steps=12000`), so its run folder is
 `<logger save_dir>/NAME/SLUG`. Every point is resolved by the real CLI parser before anything starts, so a
 bad key or value stops the sweep at once. When a point starts it is planned from its run folder: done when
 its newest checkpoint reached `trainer.max_steps` (skipped), resumed from that checkpoint when there is
@@ -100,7 +100,7 @@ def load_sweep(path: str | Path) -> Sweep:
         raise ConfigError(f"{path}: 'fixed' must be a mapping of dotted keys to values")
     for key in [*grid, *fixed]:
         if key in SET_BY_SWEEP or key.startswith("--"):
-            raise ConfigError(f"{path}: key {key!r} cannot be swept (the sweep sets the run name and checkpoint)")
+            raise ConfigError(f"{path}: key {key!r} is the sweep's to set (run name, checkpoint; configs go in 'base')")
     if both := sorted(set(grid) & set(fixed)):
         raise ConfigError(f"{path}: key(s) {both} are both in 'grid' and in 'fixed'")
     return Sweep(path, name, base, grid, fixed)
@@ -369,10 +369,13 @@ def graded_pass_at_1(run_dir: Path) -> dict[str, float]:
     for path in sorted(run_dir.rglob("*results.jsonl")):
         per_task: dict[str, list[bool]] = {}
         with open(path) as f:
-            for line in f:
-                if line.strip():
-                    row = json.loads(line)
-                    per_task.setdefault(str(row["task_id"]), []).append(bool(row["passed"]))
+            for n, line in enumerate(f, 1):
+                try:
+                    row = json.loads(line) if line.strip() else None
+                    if row is not None:
+                        per_task.setdefault(str(row["task_id"]), []).append(bool(row["passed"]))
+                except (ValueError, KeyError, TypeError) as e:
+                    raise ConfigError(f"{path}:{n}: not an evals.evaluate result row ({e!r})") from None
         if per_task:
             name = path.name.removesuffix("results.jsonl").rstrip("-_") or "eval"
             found[f"{name} pass@1"] = sum(sum(v) / len(v) for v in per_task.values()) / len(per_task)
@@ -397,14 +400,18 @@ def report(sweep: Sweep, plans: list[Plan]) -> tuple[list[dict], dict[str, dict[
     return rows, curves
 
 
+def columns(rows: list[dict]) -> list[str]:
+    return list(dict.fromkeys(c for row in rows for c in row))
+
+
 def markdown_table(rows: list[dict]) -> str:
-    columns = list(dict.fromkeys(c for row in rows for c in row))
 
     def cell(v):
         return "" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    names = columns(rows)
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in names) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -461,7 +468,7 @@ def main(argv=None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         print(markdown_table(rows))
         with open(out / "report.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(c for row in rows for c in row)))
+            writer = csv.DictWriter(f, fieldnames=columns(rows))
             writer.writeheader()
             writer.writerows(rows)
         plot_curves(curves, out / "curves.png")
@@ -470,6 +477,9 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: running the same command again resumes the sweep", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 import csv
+import json
 import shlex
 import shutil
 
@@ -43,6 +44,9 @@ def test_local_sweep_trains_every_point_reports_them_and_a_rerun_skips_done_and_
     saved = yaml.safe_load(next((runs / "lr=0.001").rglob("config.yaml")).read_text())
     assert saved["model"]["optimizer"]["init_args"]["lr"] == 1e-3 and saved["data"]["init_args"]["batch_size"] == 2
 
+    graded = [("HumanEval/0", True), ("HumanEval/1", True), ("HumanEval/1", False)]  # as evals.evaluate writes
+    rows = [{"task_id": t, "completion": "", "passed": ok, "result": "passed" if ok else "failed"} for t, ok in graded]
+    (runs / "lr=0.003" / "humaneval-results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert main(["report", str(sweep_file)]) == 0
     table = capsys.readouterr().out.strip().splitlines()
     assert table[0].startswith("| point | model.optimizer.init_args.lr | status | step | ")
@@ -56,6 +60,7 @@ def test_local_sweep_trains_every_point_reports_them_and_a_rerun_skips_done_and_
         for tag in ("train/loss", "val/loss"):
             assert float(row[tag]) == pytest.approx(logged[tag][max(logged[tag])])
     assert float(rows[0]["train/loss"]) != float(rows[1]["train/loss"])  # two different runs
+    assert float(rows[0]["humaneval pass@1"]) == 0.75 and rows[1]["humaneval pass@1"] == ""  # (1 + 1/2) / 2
     png = runs / "curves.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and matplotlib.image.imread(png).shape[:2] == (450, 1200)
 
@@ -116,7 +121,7 @@ def test_dry_run_prints_each_fit_command_and_the_sbatch_array(tmp_path, sweep_fi
         ({"grid": {"model.optimizer.init_args.lr": ["fast"]}}, "point lr=fast: "),
         ({"base": "experiments/no-such.yaml"}, "'base' config(s) ['experiments/no-such.yaml'] not found"),
         ({"name": "../up"}, "'name' must be a folder name"),
-        ({"fixed": {"trainer.logger.init_args.name": "x"}}, "cannot be swept"),
+        ({"fixed": {"trainer.logger.init_args.name": "x"}}, "is the sweep's to set"),
     ],
 )
 def test_a_bad_sweep_file_is_one_clear_line_and_exit_2(tmp_path, sweep_file, capsys, change, message):
