@@ -288,6 +288,7 @@ def sbatch_script(sweep: Sweep, plans: list[Plan]) -> str:
             f"#SBATCH --output={sweep_dir}/slurm-%A_%a.out",
             f"#SBATCH --chdir={Path.cwd()}",
             "",
+            "export OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK  # CPU threads per task: its own cores, not the node's",
             f"exec {shlex.quote(sys.executable)} -m phi1.sweep point {shlex.quote(str(sweep.path.resolve()))} "
             '"$SLURM_ARRAY_TASK_ID"',
             "",

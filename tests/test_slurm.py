@@ -79,14 +79,14 @@ def test_the_sbatch_template_trains_one_rank_per_task(sbatch, tmp_path, code_sha
 def test_sigusr1_saves_requeues_and_the_job_resumes_to_the_uninterrupted_weights(
     sbatch, tmp_path, code_shards, repo_root
 ):
-    steps = 300
-    overlay = tiny_overlay(tmp_path / "overlay.yaml", code_shards, tmp_path / "runs", steps=steps, checkpoint_every=50)
+    steps = 200
+    overlay = tiny_overlay(tmp_path / "overlay.yaml", code_shards, tmp_path / "runs", steps=steps, checkpoint_every=40)
     reference = fit_job(sbatch, tmp_path, "reference", overlay, repo_root, "--job-name=phi1-test-reference")
     job = fit_job(sbatch, tmp_path, "preempted", overlay, repo_root, "--job-name=phi1-test-preempted")
     run = tmp_path / "runs" / "preempted"
     deadline = time.monotonic() + 600
-    while "step000050.ckpt" not in checkpoints(run):  # mid-run: after its first checkpoint
-        assert time.monotonic() < deadline, f"no step-50 checkpoint after 600 s: {job_states(job)}"
+    while "step000040.ckpt" not in checkpoints(run):  # mid-run: after its first checkpoint
+        assert time.monotonic() < deadline, f"no step-40 checkpoint after 600 s: {job_states(job)}"
         time.sleep(0.2)
     # what SLURM sends every task 90 s before the time limit (--signal=SIGUSR1@90)
     subprocess.run(["scancel", "--signal=USR1", job], check=True)
@@ -96,7 +96,7 @@ def test_sigusr1_saves_requeues_and_the_job_resumes_to_the_uninterrupted_weights
     hpc = list(run.glob("hpc_ckpt_*.ckpt"))  # in the run folder, trainer.default_root_dir
     assert len(hpc) == 1, log
     saved_at = checkpoint_step(hpc[0])
-    assert 50 <= saved_at < steps
+    assert 40 <= saved_at < steps
     assert "restart 1: fit" in log and f"Restored all states from the checkpoint at {hpc[0]}" in log
     assert wait(reference)[0]["JobState"] == "COMPLETED"
     assert final_step(run) == steps
