@@ -67,6 +67,7 @@ from phi1.shards import (
     ShardFormatError,
     dtype_for_vocab,
     mask_file_name,
+    sampled_sha256,
     shard_file_name,
 )
 from phi1.tokenizer import TokenizerError, eos_id, load_tokenizer, tokenizer_hash
@@ -462,6 +463,7 @@ def _build(
         ],
         "sources": stream.sources,
     }
+    manifest["sampled_sha256"] = sampled_sha256(out, manifest)
     write_json_atomically(out / MANIFEST_NAME, manifest)
     (out / STATE_NAME).unlink()
     return manifest

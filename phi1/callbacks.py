@@ -28,16 +28,27 @@ PEAK_FLOPS = {"a100": 312e12, "h100": 989e12, "h200": 989e12}
 
 
 class StepCheckpoint(ModelCheckpoint):
-    """`ModelCheckpoint` that, on a resumed run, does not save again at the optimizer step it resumed from.
+    """`ModelCheckpoint` for step-counted runs:
 
-    Lightning does not restore the step of the last save, so with gradient accumulation the first
-    micro-batch after a resume would write a checkpoint in the middle of an accumulation, over the
-    good one of the same name.
+    - on a resumed run it does not save again at the optimizer step it resumed from (Lightning does not restore
+      the step of the last save, so with gradient accumulation the first micro-batch after a resume would write
+      a checkpoint in the middle of an accumulation, over the good one of the same name);
+    - the run's final step is saved even when `max_steps` is not a multiple of `every_n_train_steps`;
+    - `last.ckpt` is overwritten, never versioned (`last-v1.ckpt`), so it is always the run's newest.
     """
+
+    def __init__(self, *args, enable_version_counter: bool = False, **kwargs):
+        super().__init__(*args, enable_version_counter=enable_version_counter, **kwargs)
 
     def on_train_start(self, trainer, pl_module):
         super().on_train_start(trainer, pl_module)
         self._last_global_step_saved = trainer.global_step
+
+    def on_train_end(self, trainer, pl_module):
+        if not self._should_skip_saving_checkpoint(trainer):
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
 
 
 def random_state(device: torch.device) -> dict:

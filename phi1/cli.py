@@ -246,6 +246,9 @@ def main(args=None):
             raise
         print(f"error: {one_line(cause)}", file=sys.stderr)
         raise SystemExit(2) from None
+    finally:
+        if torch.distributed.is_initialized():  # gloo's threads outliving the interpreter abort the process
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -253,6 +253,7 @@ class PackedDataModule(L.LightningDataModule):
         self.batches_before = 0  # the training loop's batch count when this run's train loader was made
         self.restored = False
         self.sources = None
+        self._sampled = {}  # folder -> sampled sha256 of its bytes (phi1.shards.sampled_sha256)
 
     # -- sources ------------------------------------------------------------------------------------------
 
@@ -279,6 +280,11 @@ class PackedDataModule(L.LightningDataModule):
                 raise ConfigError(f"data.sources: {src.folder} and {first.folder} were built with different tokenizers")
             if self.verify_sha256:
                 verify_sha256(src.folder, src.manifest)
+            elif "sampled_sha256" in src.manifest and src.manifest["sampled_sha256"] != self.sampled(src):
+                raise ConfigError(
+                    f"data.sources: {src.folder}: its bytes changed since the build (sampled sha256 differs from "
+                    "the manifest's); rebuild it, or find the changed files with data.init_args.verify_sha256 true"
+                )
         self.names = source_names([s.folder for s in sources])
         self.identities = [manifest_hash(s.manifest) for s in sources]
         for i, identity in enumerate(self.identities):
@@ -319,10 +325,14 @@ class PackedDataModule(L.LightningDataModule):
             "tokenizer_sha256": self.sources[0].manifest["tokenizer"]["sha256"],
         }
 
+    def sampled(self, source: "PackedSource") -> str:
+        """The source's sampled sha256, computed once per process."""
+        if source.folder not in self._sampled:
+            self._sampled[source.folder] = sampled_sha256(source.folder, source.manifest)
+        return self._sampled[source.folder]
+
     def sampled_checksums(self) -> list[str]:
-        if not hasattr(self, "_sampled"):
-            self._sampled = [sampled_sha256(s.folder, s.manifest) for s in self.sources]
-        return self._sampled
+        return [self.sampled(s) for s in self.sources]
 
     def setup(self, stage: str | None = None):
         self.open_sources()

@@ -110,8 +110,9 @@ class PhiLitModule(L.LightningModule):
             raise ValueError(f"model.init_from={self.init_from}: architecture differs from model.config ({detail})")
         self.model.load_state_dict(source.state_dict())
 
-    def loss(self, batch: dict) -> tuple[torch.Tensor, int]:
-        """Mean next-token cross-entropy over the target tokens, and their count."""
+    def loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean next-token cross-entropy over the target tokens, and their count (a tensor: reading it on the
+        host would wait for the device every micro-batch)."""
         tokens = batch["tokens"]
         inputs, targets = tokens[:, :-1], tokens[:, 1:]
         if (mask := batch.get("loss_mask")) is not None:
@@ -122,7 +123,7 @@ class PhiLitModule(L.LightningModule):
         else:
             logits = self.model(inputs)  # (B, T, vocab) fp32
             loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
-        return loss, int((targets != IGNORE).sum())
+        return loss, (targets != IGNORE).sum()
 
     def on_train_start(self):
         self.step_losses, self.logged_step = [], self.trainer.global_step

@@ -20,9 +20,12 @@ manifest.json::
      "shard_tokens": int, "loss_mask": bool,
      "shards": [{"file": "shard_00000.bin", "num_tokens": int, "num_documents": int, "sha256": str,
                  "mask_file": "shard_00000.mask.bin" | null, "mask_sha256": str | null}, ...],
-     "sources": [{"path": str, "sha256": str, "sha256_of": "file" | "text", "documents": int, ...}, ...]}
+     "sources": [{"path": str, "sha256": str, "sha256_of": "file" | "text", "documents": int, ...}, ...],
+     "sampled_sha256": str}
 
 ``vocab_size`` is the tokenizer's (added tokens included), not the model's padded embedding size.
+``sampled_sha256`` (`sampled_sha256`, optional in older builds) lets every training launch check cheaply that
+the bytes are still those the build wrote.
 """
 
 import hashlib

@@ -6,7 +6,7 @@ import pytest
 import torch
 from test_module import TINY, in_memory_batches
 
-from phi1.callbacks import ExactResume, TokenThroughput
+from phi1.callbacks import ExactResume, StepCheckpoint, TokenThroughput
 from phi1.errors import ConfigError
 from phi1.module import PhiLitModule
 
@@ -66,3 +66,33 @@ def test_exact_resume_refuses_a_checkpoint_saved_inside_an_accumulation_window(t
     with pytest.raises(ConfigError, match=f"{tmp_path / 'inside.ckpt'} was saved in the middle of a gradient"):
         run([], ckpt_path=tmp_path / "inside.ckpt")
     run([], ckpt_path=tmp_path / "after.ckpt")  # saved at a step end: resumes
+
+
+def test_step_checkpoints_keep_the_final_step_and_one_last_ckpt(tmp_path):
+    def fit(max_steps, ckpt_path=None):
+        torch.manual_seed(0)
+        checkpoints = StepCheckpoint(
+            dirpath=tmp_path,
+            filename="step{step}",
+            auto_insert_metric_name=False,
+            every_n_train_steps=2,
+            save_top_k=-1,
+            save_last=True,
+        )
+        trainer = L.Trainer(
+            accelerator="cpu",
+            max_steps=max_steps,
+            logger=False,
+            enable_progress_bar=False,
+            limit_val_batches=0,
+            callbacks=[checkpoints],
+        )
+        module = PhiLitModule(TINY, optimizer=partial(torch.optim.AdamW, lr=1e-3))
+        trainer.fit(module, train_dataloaders=in_memory_batches(n=128), ckpt_path=ckpt_path)
+
+    fit(5)  # 5 is not a multiple of 2: the final step is saved as well
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "step2.ckpt", "step4.ckpt", "step5.ckpt"]
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 5
+    fit(8, ckpt_path=tmp_path / "step2.ckpt")  # a resume from the first save (made before any last.ckpt)
+    assert not list(tmp_path.glob("last-v*.ckpt"))
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 8

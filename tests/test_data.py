@@ -227,7 +227,12 @@ def test_resume_refuses_data_changed_in_place_another_seq_len_or_no_data_state(t
     tokens = np.memmap(data / "shard_00000.bin", dtype=np.uint16, mode="r+")
     tokens[0] = 7 if tokens[0] != 7 else 8  # same size, one token changed
     tokens.flush()
-    with pytest.raises(ConfigError, match=f"{data}: its bytes changed in place"):
+    with pytest.raises(ConfigError, match=f"{data}: its bytes changed since the build"):  # any launch
+        fit(tmp_path / "new", data, max_steps=1)
+    manifest = json.loads((data / "manifest.json").read_text())
+    del manifest["sampled_sha256"]  # a build from before manifests held it: the checkpoint's checksum still holds
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match=f"{data}: its bytes changed in place since the checkpoint"):
         fit(tmp_path / "b", data, max_steps=6, ckpt_path=ckpt)
     with pytest.raises(ShardFormatError, match=f"{data / 'shard_00000.bin'}: sha256 .* differs from the manifest"):
         PackedDataModule({str(data): 1.0}, verify_sha256=True).setup()
