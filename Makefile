@@ -50,6 +50,8 @@ lint: $(VENV)/installed
 bench: $(VENV)/installed
 	$(PY) bench/train_step.py
 	$(PY) -m bench.sandbox
+	$(PY) -m bench.llm_engine
+	$(PY) -m bench.filter
 
 clean-demo:
 	rm -rf $(DEMO) runs/tiny
