@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
+from phi1.errors import ConfigError
 from phi1.hf import (
     config_from_hf,
     config_to_hf,
@@ -56,12 +57,12 @@ def load_checkpoint(source: str | Path, map_location: str = "cpu") -> tuple[Phi,
     try:  # mmap: no copy of the optimizer state
         ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
     except Exception as error:  # truncated, not a torch file, not a zip archive
-        raise ValueError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
+        raise ConfigError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
     try:
         config = PhiConfig(**ckpt["hyper_parameters"]["config"])
         state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     except (KeyError, TypeError) as e:
-        raise ValueError(f"{path}: not a phi1 checkpoint (hyper_parameters.config / state_dict: {e})") from e
+        raise ConfigError(f"{path}: not a phi1 checkpoint (hyper_parameters.config / state_dict: {e})") from e
     with torch.device("meta"):
         model = Phi(config)
     model.load_state_dict(state, strict=True, assign=True)
@@ -116,7 +117,7 @@ def load_hf(folder: str | Path) -> Phi:
     except FileNotFoundError:
         raise FileNotFoundError(f"{folder}: no config.json; expected a phi1 .ckpt or a PhiForCausalLM folder") from None
     except ValueError as error:
-        raise ValueError(f"{file}: not valid JSON ({error})") from None
+        raise ConfigError(f"{file}: not valid JSON ({error})") from None
     with torch.device("meta"):
         model = Phi(config_from_hf(hf, str(file)))
     state = state_dict_from_hf(read_hf_weights(Path(folder)))
@@ -182,7 +183,7 @@ def main(argv=None):
             tokenizer = load_tokenizer(args.tokenizer)
             check_fits(tokenizer, model.config.vocab_size, args.ckpt, trained_with)
             print(f"wrote {save_hf(model, args.out_dir, tokenizer)}")
-    except (OSError, ValueError, RuntimeError) as e:  # TokenizerError is a ValueError
+    except (OSError, ValueError, RuntimeError) as e:  # ConfigError (TokenizerError among them) is a ValueError
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 

@@ -9,6 +9,7 @@ generation_config.json) are mapped here too, so that `transformers.AutoTokenizer
 import torch
 from tokenizers import Tokenizer
 
+from phi1.errors import ConfigError
 from phi1.model import Phi, PhiConfig
 from phi1.tokenizer import EOS_TOKEN
 from phi1.tokenizer import eos_id as eos_of
@@ -16,7 +17,7 @@ from phi1.tokenizer import eos_id as eos_of
 
 def _field(hf: dict, name: str, source: str):
     if name not in hf:
-        raise ValueError(f"{source}: field {name!r} is missing; a PhiForCausalLM config.json has it")
+        raise ConfigError(f"{source}: field {name!r} is missing; a PhiForCausalLM config.json has it")
     return hf[name]
 
 
@@ -33,7 +34,7 @@ def config_from_hf(hf: dict, source: str) -> PhiConfig:
     }
     for field, (got, want) in checks.items():
         if got != want:
-            raise ValueError(f"{source}: field {field}={got!r}; phi-1's architecture needs {want!r}")
+            raise ConfigError(f"{source}: field {field}={got!r}; phi-1's architecture needs {want!r}")
     hidden = _field(hf, "hidden_size", source)
     partial = rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", 0.5))
     return PhiConfig(

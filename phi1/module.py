@@ -98,7 +98,10 @@ class PhiLitModule(L.LightningModule):
     def load_initial_weights(self):
         from phi1.checkpoint import load_model
 
-        source = load_model(self.init_from)
+        try:
+            source = load_model(self.init_from)
+        except (OSError, ConfigError) as error:  # missing, unreadable, or not a phi-1 model
+            raise ConfigError(f"model.init_from={self.init_from}: {error}") from None
         architecture = [f.name for f in fields(PhiConfig) if f.compare and f.name not in TRAINING_ONLY]
         mismatched = {
             name: (getattr(source.config, name), getattr(self.config, name))
@@ -107,7 +110,7 @@ class PhiLitModule(L.LightningModule):
         }
         if mismatched:
             detail = ", ".join(f"{k}: {a} there, {b} here" for k, (a, b) in mismatched.items())
-            raise ValueError(f"model.init_from={self.init_from}: architecture differs from model.config ({detail})")
+            raise ConfigError(f"model.init_from={self.init_from}: architecture differs from model.config ({detail})")
         self.model.load_state_dict(source.state_dict())
 
     def loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from phi1.errors import ConfigError
 from phi1.hub import resolve
 
 EOS_TOKEN = "<|endoftext|>"
@@ -22,7 +23,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 VOCAB_PADDING = 1024
 
 
-class TokenizerError(ValueError):
+class TokenizerError(ConfigError):
     """A tokenizer that cannot be loaded or lacks what phi-1 needs."""
 
 

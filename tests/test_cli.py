@@ -199,3 +199,15 @@ def test_ckpt_path_that_is_no_training_checkpoint_is_refused(monkeypatch, capsys
     truncated.write_bytes(weights.read_bytes()[:5000])
     line = fit_error(monkeypatch, capsys, tmp_path, code_shards, "--ckpt_path", str(truncated))
     assert f"--ckpt_path {truncated}: not a readable checkpoint" in line
+
+
+def test_init_from_that_is_missing_or_of_another_architecture_is_one_line(monkeypatch, capsys, tmp_path, code_shards):
+    from phi1.checkpoint import save_model
+    from phi1.model import Phi, PhiConfig
+
+    missing = tmp_path / "nowhere.ckpt"
+    line = fit_error(monkeypatch, capsys, tmp_path, code_shards, "--model.init_from", str(missing))
+    assert line.startswith(f"error: model.init_from={missing}: checkpoint {missing} not found")
+    other = save_model(Phi(PhiConfig.from_name("tiny", block_size=64, n_layer=2)), tmp_path / "two-layers.ckpt")
+    line = fit_error(monkeypatch, capsys, tmp_path, code_shards, "--model.init_from", str(other))
+    assert f"model.init_from={other}: architecture differs from model.config (n_layer: 2 there, 4 here)" in line
