@@ -13,7 +13,8 @@ can only tear at the last line (phi1.jsonl), held by one process at a time (a lo
                       filter, empty, or refused by the caller's `check`), and requests given up on
     batches.jsonl     the Batch API back-end's manifest: uploaded files, created and collected batches
 
-A rerun skips the ids in responses.jsonl, so a run killed at any moment (SIGKILL included) and restarted pays
+A run sends each id once (a request given twice is answered once), a rerun skips the ids in responses.jsonl,
+so a run killed at any moment (SIGKILL included) and restarted pays
 again only for the requests that were in flight. Failed requests are not finished: a rerun tries them again.
 
 Online back-end: one AsyncOpenAI client with its own retries off (max_retries=0) and a per-request timeout;
@@ -420,12 +421,16 @@ class Engine:
         return self.summary
 
     def _unanswered(self, requests: Iterable[Request]) -> Iterator[Request]:
-        for request in requests:  # checked lazily: answers collected from earlier batches count as answered
+        """The requests to send: each id once, if it has no answer yet (checked lazily: answers collected from
+        earlier batches count as answered)."""
+        sent: set[str] = set()
+        for request in requests:
             self.summary.requested += 1
-            if request.id in self.ledger.answered:
+            if request.id in self.ledger.answered or request.id in sent:
                 self.summary.skipped += 1
                 self.bar.update(1)
             else:
+                sent.add(request.id)
                 yield request
 
     async def _run(self, pending: Iterator[Request]) -> None:

@@ -314,3 +314,19 @@ def test_no_key_and_no_local_server_is_a_clear_error(tmp_path, monkeypatch):
         with Engine(tmp_path, EngineSettings(progress=False)) as instance:
             instance.run(requests(1))
     assert os.environ.get("OPENAI_API_KEY") is None
+
+
+@pytest.mark.parametrize("backend", ["online", "batch"])
+def test_a_request_given_twice_in_one_run_is_sent_once(tmp_path, openai_server, backend):
+    batch = requests(3)
+    summary = run(
+        tmp_path, openai_server, [batch[0], batch[0], *batch[1:], batch[1]], backend=backend, poll_interval=0.01
+    )
+    assert (summary.requested, summary.skipped, summary.answered) == (5, 2, 3)
+    sent = [request["body"] for request in openai_server.chat_requests] + [
+        json.loads(line)["custom_id"]
+        for batch_run in openai_server.batches.values()
+        for line in openai_server.files[batch_run["input_file_id"]]["content"].splitlines()
+    ]
+    assert len(sent) == 3  # a Batch API file with a custom_id twice would be refused
+    assert sorted(answered_ids(tmp_path)) == sorted(request.id for request in batch)
