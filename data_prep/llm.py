@@ -13,9 +13,9 @@ can only tear at the last line (phi1.jsonl), held by one process at a time (a lo
                       filter, empty, or refused by the caller's `check`), and requests given up on
     batches.jsonl     the Batch API back-end's manifest: uploaded files, created and collected batches
 
-A run sends each id once (a request given twice is answered once), a rerun skips the ids in responses.jsonl,
-so a run killed at any moment (SIGKILL included) and restarted pays
-again only for the requests that were in flight. Failed requests are not finished: a rerun tries them again.
+A run sends each id once (a request given twice is answered once) and a rerun skips the ids in responses.jsonl,
+so a run killed at any moment (SIGKILL included) and restarted pays again only for the requests that were in
+flight. Failed requests are not finished: a rerun tries them again.
 
 Online back-end: one AsyncOpenAI client with its own retries off (max_retries=0) and a per-request timeout;
 `concurrency` requests in flight; requests- and tokens-per-minute limits (a token request counts its prompt
