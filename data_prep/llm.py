@@ -50,6 +50,7 @@ import json
 import math
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -75,6 +76,7 @@ CUT_REASONS = {"length": "cut at max_tokens (finish_reason length)", "content_fi
 TRANSIENT_STATUS = {408, 409, 429}  # and every 5xx
 FATAL_STATUS = {401: "the API key was refused", 403: "the key has no access", 404: "no such model or endpoint"}
 MAX_RETRY_AFTER = 600.0  # seconds; a longer Retry-After is clipped to this
+SNAPSHOT_SUFFIX = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{4})$")  # a dated model snapshot: -2024-07-18, -0613
 BYTES_PER_TOKEN_ESTIMATE = 4  # for rate limiting only; budgets use the 1-token-per-byte upper bound
 
 
@@ -127,11 +129,13 @@ def load_prices(path: str | Path | None = None) -> dict[str, Price]:
 
 
 def price_for(model: str, prices: dict[str, Price]) -> Price | None:
-    """The price of `model`: its own entry, else the longest entry it starts with, else None."""
+    """The price of `model`: its own entry, else that of the model it is a dated snapshot of
+    ("gpt-4o-mini-2024-07-18", "gpt-4-0613"), else None. Any other suffix is another model ("gpt-4.5-preview" is
+    not "gpt-4", "gpt-3.5-turbo-16k" not "gpt-3.5-turbo"), whose price a cost cap must not guess."""
     if model in prices:
         return prices[model]
-    prefixes = [name for name in prices if model.startswith(name)]
-    return prices[max(prefixes, key=len)] if prefixes else None
+    snapshot = SNAPSHOT_SUFFIX.search(model)
+    return prices.get(model[: snapshot.start()]) if snapshot else None
 
 
 # ----------------------------------------------------------------------------- requests and answers

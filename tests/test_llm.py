@@ -302,7 +302,10 @@ def test_price_table_overrides_and_prefix_lookup(tmp_path):
     assert prices["my-local-model"] == Price(0.0, 0.0, 0.0)
     assert price_for("gpt-4o-mini-2024-07-18", prices) == Price(1.0, 0.5, 2.0)
     assert price_for("gpt-4o-2024-08-06", prices) == load_prices()["gpt-4o"]
+    assert price_for("gpt-4-0613", prices) == load_prices()["gpt-4"]
     assert price_for("llama-3", prices) is None
+    for other_model in ("gpt-4.5-preview", "gpt-3.5-turbo-16k", "gpt-4o-mini-tts", "gpt-4-1106-preview"):
+        assert price_for(other_model, prices) is None  # not a snapshot of a listed model: its price is unknown
     extra.write_text("broken: {input: 1}\n")
     with pytest.raises(ValueError, match="broken"):
         load_prices(extra)
