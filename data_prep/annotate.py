@@ -310,7 +310,7 @@ class Annotate(PipelineStep):
         engine = Engine(out / "llm", self.engine_settings)
         try:
             summary = engine.run(requests, check=rating_problem, total=len(requests), description="rating")
-            answers = engine.ledger.answers({request.id for request in requests})  # this run's and earlier ones
+            answers = engine.answers({request.id for request in requests})  # this run's and earlier ones
         finally:
             engine.close()
         labelled = [

@@ -25,11 +25,9 @@ a 429 pauses every request, not only the one that got it. An answer cut by max_t
 never data: it is asked again up to `max_cut_attempts` times, then reported in errors.jsonl. 401, 403 and 404
 (bad key, no access, unknown model) stop the run; other 4xx fail only their request.
 
-Batch back-end (OpenAI's Batch API, billed at half price): requests are uploaded as JSONL keyed by custom_id =
-request id, `concurrency` batches of up to `batch_size` requests are open at once, and every upload and batch id
-goes to batches.jsonl before anything else happens, so a restarted run first polls the batches it already
-created (and finds, through the batch list, one whose creation it did not live to record) instead of submitting
-them again; then it submits only the ids still missing.
+Batch back-end (OpenAI's Batch API, billed at half price): data_prep.llm_batch. Both back-ends share the
+engine's ledger, its `Budget` (the cost cap), its `Pacing` (rate limits and retries) and the way an answer is
+settled (`priced_answer`, `problem`, `record`, `give_up`).
 
 Cost: `usage` priced with data_prep/prices.yaml (or --prices FILE). `max_cost_usd` is a hard cap on everything
 the folder's ledger has paid, across reruns: a request (or batch) is sent only if its worst case (prompt bytes,
@@ -45,7 +43,6 @@ import argparse
 import asyncio
 import fcntl
 import hashlib
-import io
 import json
 import math
 import os
@@ -69,9 +66,6 @@ from phi1.jsonl import JsonlAppender, read_jsonl
 PRICES_FILE = Path(__file__).with_name("prices.yaml")
 BATCH_DISCOUNT = 0.5
 BACKENDS = ("online", "batch")
-BATCH_ENDPOINT = "/v1/chat/completions"
-BATCH_FILE_BYTES = 190_000_000  # the Batch API takes files up to 200 MB
-BATCH_ENDED = ("completed", "failed", "expired", "cancelled")
 CUT_REASONS = {"length": "cut at max_tokens (finish_reason length)", "content_filter": "withheld by a content filter"}
 TRANSIENT_STATUS = {408, 409, 429}  # and every 5xx
 FATAL_STATUS = {401: "the API key was refused", 403: "the key has no access", 404: "no such model or endpoint"}
@@ -354,7 +348,56 @@ class RunSummary:
 
 
 class BudgetReached(Exception):
-    pass
+    """The next request's worst case does not fit under the cost cap, and nothing in flight can free any."""
+
+
+class Budget:
+    """The cost cap of a run: what the folder's ledger has spent, plus the worst case held for each request in
+    flight until it settles, may not pass `max_cost_usd` (module docstring). Also prices answers."""
+
+    def __init__(self, settings: EngineSettings, ledger: Ledger, summary: RunSummary):
+        self.cap, self.prices, self.ledger, self.summary = settings.max_cost_usd, settings.prices, ledger, summary
+        self.held = 0.0  # dollars held for requests in flight
+        self.released = asyncio.Event()  # set whenever a hold is given back
+
+    def price(self, model: str) -> Price | None:
+        """The price of `model`; None (its answers count as free) unless a cap needs it, then EngineError."""
+        price = price_for(model, self.prices)
+        if price is None:
+            if self.cap is not None:
+                raise EngineError(f"model {model!r} has no price in {PRICES_FILE}; add it with --prices FILE")
+            self.summary.priced = False
+        return price
+
+    def worst_case(self, request: Request, batch: bool) -> float:
+        """The most `request` can cost: prompt bytes (at least its byte-level BPE tokens) plus max_tokens."""
+        if self.cap is None:
+            return 0.0
+        if request.max_tokens is None:
+            raise EngineError("a cost cap needs max_tokens in every request, to bound what an answer can cost")
+        bound = {"prompt_tokens": request.prompt_bytes(), "cached_tokens": 0, "completion_tokens": request.max_tokens}
+        return self.price(request.body["model"]).cost(bound, batch)
+
+    def try_hold(self, worst: float) -> bool:
+        """Hold `worst` dollars if they fit beside what is spent and held; whether they did."""
+        if self.cap is not None and self.ledger.spent + self.held + worst > self.cap:
+            return False
+        self.held += worst
+        return True
+
+    async def hold(self, worst: float) -> None:
+        """Hold `worst` dollars; while others are in flight, wait for them to settle (they usually cost less
+        than they held); BudgetReached if it cannot fit."""
+        while not self.try_hold(worst):
+            if self.held == 0:
+                self.summary.stopped = "budget"
+                raise BudgetReached
+            self.released.clear()
+            await self.released.wait()
+
+    def release(self, worst: float) -> None:
+        self.held -= worst
+        self.released.set()
 
 
 class RateLimit:
@@ -369,6 +412,50 @@ class RateLimit:
         self.next_free = start + amount * self.interval
         if start > now:
             await asyncio.sleep(start - now)
+
+
+class Pacing:
+    """When calls may leave: the requests- and tokens-per-minute limits, the pause every call keeps after a 429,
+    and jittered exponential backoff between retries (at least what a Retry-After header asks)."""
+
+    def __init__(self, settings: EngineSettings, summary: RunSummary):
+        self.settings, self.summary = settings, summary
+        self.resume_at = 0.0  # the shared pause after a 429
+        rpm, tpm = settings.requests_per_minute, settings.tokens_per_minute
+        self.request_limit, self.token_limit = rpm and RateLimit(rpm), tpm and RateLimit(tpm)
+
+    async def wait_for_turn(self, tokens: float) -> None:
+        while (pause := self.resume_at - time.monotonic()) > 0:
+            await asyncio.sleep(pause)
+        if self.request_limit:
+            await self.request_limit.acquire()
+        if self.token_limit:
+            await self.token_limit.acquire(tokens)
+
+    def backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return retry_after * (1.0 + 0.1 * random.random())  # at least what the server asked for
+        delay = min(self.settings.backoff_cap, self.settings.backoff_base * 2 ** (attempt - 1))
+        return delay * (0.5 + 0.5 * random.random())
+
+    async def retry_pause(self, failure: Transient, attempt: int) -> None:
+        self.summary.retries += 1
+        delay = self.backoff(attempt, failure.retry_after)
+        if failure.rate_limited:  # everyone waits, not only the request that was told to
+            self.resume_at = max(self.resume_at, time.monotonic() + delay)
+        await asyncio.sleep(delay)
+
+    async def call(self, what: str, function: Callable, *args, **kwargs):
+        """`await function(*args, **kwargs)`, retried on transient failures; EngineError once they run out."""
+        for attempt in range(1, self.settings.max_attempts + 1):
+            await self.wait_for_turn(0)
+            try:
+                return await function(*args, **kwargs)
+            except Exception as error:  # sorted by classify; anything it does not know is a bug and propagates
+                failure = classify(error)
+            if not isinstance(failure, Transient) or attempt == self.settings.max_attempts:
+                raise EngineError(f"{what} failed: {failure}")
+            await self.retry_pause(failure, attempt)
 
 
 def make_client(base_url: str | None, timeout: float) -> AsyncOpenAI:
@@ -414,7 +501,7 @@ class Engine:
         `total`, the number of requests, sizes the progress bar. Raises EngineError if the run cannot go on.
         """
         self.summary = RunSummary(total_cost_usd=self.ledger.spent)
-        self.on_answer, self.check, self.reserved = on_answer, check or (lambda content: None), 0.0
+        self.on_answer, self.check = on_answer, check or (lambda content: None)
         self.started = time.monotonic()
         with tqdm(total=total, desc=description, unit="req", disable=not self.settings.progress) as self.bar:
             try:
@@ -423,6 +510,10 @@ class Engine:
                 self.summary.seconds = time.monotonic() - self.started
                 self.summary.total_cost_usd = self.ledger.spent
         return self.summary
+
+    def answers(self, request_ids: Collection[str]) -> dict[str, Answer]:
+        """The answers the folder's ledger holds for `request_ids` (from this run or earlier ones), by id."""
+        return self.ledger.answers(request_ids)
 
     def _unanswered(self, requests: Iterable[Request]) -> Iterator[Request]:
         """The requests to send: each id once, if it has no answer yet (checked lazily: answers collected from
@@ -439,74 +530,44 @@ class Engine:
 
     async def _run(self, pending: Iterator[Request]) -> None:
         self.client = make_client(self.settings.base_url, self.settings.timeout)
-        self.resume_at = 0.0  # the shared pause after a 429
-        self.released = asyncio.Event()  # set whenever budget held for a request is given back
-        rpm, tpm = self.settings.requests_per_minute, self.settings.tokens_per_minute
-        self.request_limit, self.token_limit = rpm and RateLimit(rpm), tpm and RateLimit(tpm)
+        self.budget = Budget(self.settings, self.ledger, self.summary)
+        self.pacing = Pacing(self.settings, self.summary)
         try:
-            await (self._run_online(pending) if self.settings.backend == "online" else self._run_batches(pending))
+            if self.settings.backend == "online":
+                await self._run_online(pending)
+            else:
+                from data_prep.llm_batch import BatchBackend  # here: it imports this module
+
+                await BatchBackend(self).run(pending)
         finally:
             await self.client.close()
 
-    # --------------------------------------------------------------------- accounting
+    # --------------------------------------------------------------------- settling answers (both back-ends)
 
-    def _price(self, model: str) -> Price | None:
-        price = price_for(model, self.settings.prices)
-        if price is None:
-            if self.settings.max_cost_usd is not None:
-                raise EngineError(f"model {model!r} has no price in {PRICES_FILE}; add it with --prices FILE")
-            self.summary.priced = False
-        return price
-
-    def _worst_case(self, request: Request, batch: bool) -> float:
-        """The most `request` can cost: prompt bytes (at least its byte-level BPE tokens) plus max_tokens."""
-        if self.settings.max_cost_usd is None:
-            return 0.0
-        if request.max_tokens is None:
-            raise EngineError("a cost cap needs max_tokens in every request, to bound what an answer can cost")
-        bound = {"prompt_tokens": request.prompt_bytes(), "cached_tokens": 0, "completion_tokens": request.max_tokens}
-        return self._price(request.body["model"]).cost(bound, batch)
-
-    def _fits(self, worst: float) -> bool:
-        """Whether `worst` more dollars fit under the cap, beside what is spent and held for requests in flight."""
-        cap = self.settings.max_cost_usd
-        return cap is None or self.ledger.spent + self.reserved + worst <= cap
-
-    async def _reserve(self, worst: float) -> None:
-        """Hold `worst` dollars of the cap for a request; while others are in flight, wait for them to settle
-        (they usually cost less than they held); BudgetReached if it cannot fit."""
-        while not self._fits(worst):
-            if self.reserved == 0:
-                self.summary.stopped = "budget"
-                raise BudgetReached
-            self.released.clear()
-            await self.released.wait()
-        self.reserved += worst
-
-    def _release(self, worst: float) -> None:
-        self.reserved -= worst
-        self.released.set()
-
-    def _answer(self, request_id: str, completion: object, model: str | None, backend: str, worst: float) -> Answer:
-        """The Answer in `completion`, priced as `model` (default: the model the server names)."""
+    def priced_answer(self, request_id: str, completion: object, model: str | None, backend: str, worst: float):
+        """The Answer in `completion`, priced as `model` (default: the model the server names) and counted in
+        the summary; with no usage reported under a cap, it costs `worst`, so the cap still holds."""
         content, finish_reason, served_model, usage = read_completion(completion)
-        price = self._price(model or served_model)
+        price = self.budget.price(model or served_model)
         cost = price.cost(usage, batch=backend == "batch") if price else 0.0
         if self.settings.max_cost_usd is not None and not any(usage.values()):
-            cost = worst  # no usage reported: count the worst case, so the cap still holds
+            cost = worst
         for name, count in usage.items():
             setattr(self.summary, name, getattr(self.summary, name) + count)
         self.summary.cost_usd += cost
         return Answer(request_id, content, finish_reason, served_model, usage, cost, backend)
 
-    def _unusable(self, answer: Answer) -> str | None:
+    def problem(self, answer: Answer) -> str | None:
+        """Why a paid answer is unusable (cut, filtered, empty, refused by `check`), or None."""
         if answer.finish_reason in CUT_REASONS:
             return CUT_REASONS[answer.finish_reason]
         if not answer.content.strip():
             return "empty answer"
         return self.check(answer.content)
 
-    def _record(self, answer: Answer, count: bool = True) -> None:
+    def record(self, answer: Answer, count: bool = True) -> None:
+        """Keep a usable answer in the ledger and hand it to `on_answer`; `count` it as answered in this run
+        (not when it was asked by an earlier run, from which a batch is collected)."""
         self.ledger.add_answer(answer)
         if count:
             self.summary.answered += 1
@@ -515,43 +576,11 @@ class Engine:
         self.bar.set_postfix_str(f"{rate:.0f} tok/s, ${self.ledger.spent:.4f}", refresh=False)
         self.on_answer(answer)
 
-    def _give_up(self, request_id: str, reason: str) -> None:
+    def give_up(self, request_id: str, reason: str) -> None:
+        """Report a request as failed in this run (errors.jsonl); a rerun tries it again."""
         self.ledger.add_error(request_id, reason, final=True)
         self.summary.failed += 1
         self.bar.update(1)
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return retry_after * (1.0 + 0.1 * random.random())  # at least what the server asked for
-        delay = min(self.settings.backoff_cap, self.settings.backoff_base * 2 ** (attempt - 1))
-        return delay * (0.5 + 0.5 * random.random())
-
-    async def _wait_for_turn(self, tokens: float) -> None:
-        while (pause := self.resume_at - time.monotonic()) > 0:
-            await asyncio.sleep(pause)
-        if self.request_limit:
-            await self.request_limit.acquire()
-        if self.token_limit:
-            await self.token_limit.acquire(tokens)
-
-    async def _retry_pause(self, failure: Transient, attempt: int) -> None:
-        self.summary.retries += 1
-        delay = self._backoff(attempt, failure.retry_after)
-        if failure.rate_limited:  # everyone waits, not only the request that was told to
-            self.resume_at = max(self.resume_at, time.monotonic() + delay)
-        await asyncio.sleep(delay)
-
-    async def _call(self, what: str, function: Callable, *args, **kwargs):
-        """`await function(*args, **kwargs)`, retried on transient failures; EngineError once they run out."""
-        for attempt in range(1, self.settings.max_attempts + 1):
-            await self._wait_for_turn(0)
-            try:
-                return await function(*args, **kwargs)
-            except Exception as error:  # sorted by classify; anything it does not know is a bug and propagates
-                failure = classify(error)
-            if not isinstance(failure, Transient) or attempt == self.settings.max_attempts:
-                raise EngineError(f"{what} failed: {failure}")
-            await self._retry_pause(failure, attempt)
 
     # --------------------------------------------------------------------- online back-end
 
@@ -574,203 +603,40 @@ class Engine:
     async def _complete(self, request: Request) -> None:
         transient = cut = 0
         while True:
-            worst = self._worst_case(request, batch=False)
-            await self._reserve(worst)
+            worst = self.budget.worst_case(request, batch=False)
+            await self.budget.hold(worst)
             try:
-                await self._wait_for_turn(request.prompt_bytes() / BYTES_PER_TOKEN_ESTIMATE + (request.max_tokens or 0))
+                tokens = request.prompt_bytes() / BYTES_PER_TOKEN_ESTIMATE + (request.max_tokens or 0)
+                await self.pacing.wait_for_turn(tokens)
                 try:
                     completion = await self.client.chat.completions.create(
                         **request.body, extra_headers={"X-Client-Request-Id": request.id}
                     )
                 except Exception as error:
                     raise classify(error) from None
-                answer = self._answer(request.id, completion, request.body["model"], "online", worst)
+                answer = self.priced_answer(request.id, completion, request.body["model"], "online", worst)
             except (Transient, Refused) as error:
                 failure = error
             else:
                 failure = None
             finally:
-                self._release(worst)
+                self.budget.release(worst)
             if isinstance(failure, Refused):
-                return self._give_up(request.id, str(failure))
+                return self.give_up(request.id, str(failure))
             if isinstance(failure, Transient):
                 transient += 1
                 if transient >= self.settings.max_attempts:
-                    return self._give_up(request.id, f"{failure.reason} (after {transient} attempts)")
-                await self._retry_pause(failure, transient)
+                    return self.give_up(request.id, f"{failure.reason} (after {transient} attempts)")
+                await self.pacing.retry_pause(failure, transient)
                 continue
-            reason = self._unusable(answer)
+            reason = self.problem(answer)
             if reason is None:
-                return self._record(answer)
+                return self.record(answer)
             self.ledger.add_error(request.id, reason, final=False, answer=answer)
             cut += 1
             if cut >= self.settings.max_cut_attempts:
-                return self._give_up(request.id, f"{reason} (after {cut} paid answers)")
+                return self.give_up(request.id, f"{reason} (after {cut} paid answers)")
             self.summary.retries += 1
-
-    # --------------------------------------------------------------------- batch back-end
-
-    async def _run_batches(self, pending: Iterator[Request]) -> None:
-        await self._collect_earlier_batches()
-        open_batches: dict[str, tuple[list[Request], float]] = {}  # batch id -> (its requests, budget held)
-        retry: list[Request] = []  # requests to submit before the pending ones
-        failures: dict[str, list[int]] = {}  # request id -> [transient failures, unusable answers]
-        while True:
-            short = False  # the next request does not fit the budget beside the open batches
-            while not short and len(open_batches) < self.settings.concurrency:
-                chunk, held, short = self._next_chunk(retry, pending)
-                if not chunk:
-                    break
-                open_batches[await self._submit(chunk)] = (chunk, held)
-            if not open_batches:
-                if short:
-                    self.summary.stopped = "budget"
-                return
-            await asyncio.sleep(self.settings.poll_interval)
-            for batch_id in list(open_batches):
-                batch = await self._call(f"polling batch {batch_id}", self.client.batches.retrieve, batch_id)
-                if batch.status not in BATCH_ENDED:
-                    continue
-                chunk, held = open_batches.pop(batch_id)
-                self.reserved -= held
-                unusable = await self._collect(batch, {request.id for request in chunk})
-                for request in chunk:
-                    if request.id not in unusable:
-                        continue
-                    kind, reason = unusable[request.id]
-                    counts = failures.setdefault(request.id, [0, 0])
-                    counts[kind == "unusable"] += 1
-                    if counts[0] >= self.settings.max_attempts or counts[1] >= self.settings.max_cut_attempts:
-                        self._give_up(request.id, f"{reason} (after {sum(counts)} batches)")
-                    else:
-                        self.summary.retries += 1
-                        retry.append(request)
-
-    def _next_chunk(self, retry: list[Request], pending: Iterator[Request]) -> tuple[list[Request], float, bool]:
-        """Up to batch_size requests (retries first) that fit a 190 MB upload and the budget, which is held for
-        them: (the requests, the budget held, whether the next request was put back for want of budget)."""
-        chunk, held, size = [], 0.0, 0
-        while len(chunk) < self.settings.batch_size and size < BATCH_FILE_BYTES:
-            request = retry.pop(0) if retry else next(pending, None)
-            if request is None:
-                return chunk, held, False
-            worst = self._worst_case(request, batch=True)
-            if not self._fits(worst):
-                retry.insert(0, request)
-                return chunk, held, True
-            self.reserved += worst
-            chunk.append(request)
-            held += worst
-            size += request.prompt_bytes() + 256
-        return chunk, held, False
-
-    async def _submit(self, chunk: list[Request]) -> str:
-        """Upload `chunk` and create its batch, recording both ids in the manifest; the batch id."""
-        lines = io.BytesIO()
-        for request in chunk:
-            line = {"custom_id": request.id, "method": "POST", "url": BATCH_ENDPOINT, "body": request.body}
-            lines.write(json.dumps(line, ensure_ascii=False).encode("utf-8") + b"\n")
-        upload = await self._call(
-            "uploading a batch", self.client.files.create, file=("requests.jsonl", lines.getvalue()), purpose="batch"
-        )
-        uploaded_at = time.time()
-        self.ledger.batches.append(
-            {"event": "uploaded", "file_id": upload.id, "requests": len(chunk), "time": uploaded_at}
-        )
-        batch = await self._create_batch(upload.id, uploaded_at)
-        self.ledger.batches.append({"event": "created", "batch_id": batch.id, "file_id": upload.id})
-        return batch.id
-
-    async def _create_batch(self, file_id: str, uploaded_at: float):
-        """The batch of `file_id`. A create that failed may still have happened: look before creating again."""
-        for attempt in range(1, self.settings.max_attempts + 1):
-            if attempt > 1 and (batch := await self._find_batch(file_id, uploaded_at)) is not None:
-                return batch
-            await self._wait_for_turn(0)
-            try:
-                return await self.client.batches.create(
-                    input_file_id=file_id, endpoint=BATCH_ENDPOINT, completion_window="24h"
-                )
-            except Exception as error:
-                failure = classify(error)
-            if not isinstance(failure, Transient) or attempt == self.settings.max_attempts:
-                raise EngineError(f"creating the batch of {file_id} failed: {failure}")
-            await self._retry_pause(failure, attempt)
-
-    async def _find_batch(self, file_id: str, uploaded_at: float):
-        """The batch created from `file_id`, searched newest first back to its upload; None if there is none."""
-
-        async def search():
-            async for batch in self.client.batches.list(limit=100):
-                if batch.input_file_id == file_id:
-                    return batch
-                if batch.created_at < uploaded_at - 60:
-                    return None
-            return None
-
-        return await self._call("listing batches", search)
-
-    async def _collect_earlier_batches(self) -> None:
-        """Poll the batches an earlier run created (found in the manifest) until they end, and collect them."""
-        events = self.ledger.batch_events()
-        created = {event["file_id"]: event["batch_id"] for event in events if event["event"] == "created"}
-        collected = {event["batch_id"] for event in events if event["event"] == "collected"}
-        waiting = [batch_id for batch_id in created.values() if batch_id not in collected]
-        for event in events:
-            if event["event"] == "uploaded" and event["file_id"] not in created:
-                batch = await self._find_batch(event["file_id"], event["time"])  # killed between create and record?
-                if batch is not None:
-                    self.ledger.batches.append(
-                        {"event": "created", "batch_id": batch.id, "file_id": batch.input_file_id}
-                    )
-                    waiting.append(batch.id)
-        while waiting:
-            for batch_id in list(waiting):
-                batch = await self._call(f"polling batch {batch_id}", self.client.batches.retrieve, batch_id)
-                if batch.status in BATCH_ENDED:
-                    waiting.remove(batch_id)
-                    await self._collect(batch, None)
-            if waiting:
-                await asyncio.sleep(self.settings.poll_interval)
-
-    async def _collect(self, batch, request_ids: set[str] | None) -> dict[str, tuple[str, str]]:
-        """Record the answers of an ended batch; (kind, reason) for each of `request_ids` without a usable one,
-        kind "transient" (not served) or "unusable" (paid, but cut, filtered, empty or failing `check`)."""
-        failed: dict[str, tuple[str, str]] = {}
-        for file_id in (batch.output_file_id, batch.error_file_id):
-            if not file_id:
-                continue
-            content = await self._call(f"downloading {file_id}", self.client.files.content, file_id)
-            for line in content.text.splitlines():
-                if line.strip():
-                    self._collect_line(json.loads(line), failed, counted=request_ids is not None)
-        for request_id in (request_ids or set()) - set(failed):
-            if request_id not in self.ledger.answered:
-                failed[request_id] = ("transient", f"not answered by batch {batch.id} ({batch.status})")
-        self.ledger.batches.append({"event": "collected", "batch_id": batch.id, "status": batch.status})
-        return failed
-
-    def _collect_line(self, line: dict, failed: dict[str, tuple[str, str]], counted: bool) -> None:
-        request_id, response = line.get("custom_id"), line.get("response") or {}
-        if request_id in self.ledger.answered:
-            return
-        if response.get("status_code") != 200:
-            error = line.get("error") or (response.get("body") or {}).get("error") or {}
-            message = error.get("message", error) if isinstance(error, dict) else error
-            reason = f"HTTP {response.get('status_code')}: {message}"
-            failed[request_id] = ("transient", redact(reason))
-            return
-        try:
-            answer = self._answer(request_id, ChatCompletion.model_validate(response["body"]), None, "batch", 0.0)
-        except (Transient, ValueError, KeyError) as error:
-            failed[request_id] = ("transient", f"unparseable answer in the batch output: {error}")
-            return
-        reason = self._unusable(answer)
-        if reason is None:
-            self._record(answer, count=counted)
-        else:
-            self.ledger.add_error(request_id, reason, final=False, answer=answer)
-            failed[request_id] = ("unusable", reason)
 
 
 # ----------------------------------------------------------------------------- command line

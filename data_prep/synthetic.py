@@ -208,8 +208,7 @@ def generate(recipe: Recipe, out: Path, sampling: Sampling, n_samples: int, sett
                     index = index_of[answer.id]
                     checker.put(answer, index, sample_request(recipe, sampling, index)[1])
 
-            unchecked = {request_id for request_id in ids if request_id in engine.ledger.answered}
-            for answer in engine.ledger.answers(unchecked - checker.settled).values():
+            for answer in engine.answers(set(ids) - checker.settled).values():  # answered, not yet checked
                 on_answer(answer)
             unsettled = [index for index, request_id in enumerate(ids) if request_id not in checker.settled]
             summary = engine.run(
