@@ -14,20 +14,11 @@ The tests, each reported with its score:
 - ``ngram``: the paper's first check, n-gram overlap on docstrings: a record containing any 13-gram of the
   (lowercased) words of a problem's docstring (HumanEval: the prompt's docstrings; MBPP: the description and
   first assert of its prompt) is flagged; score = 13-grams shared.
-- ``ast``: syntax similarity that survives renaming and light edits, the paper's "AST match rate" τ. Code is
-  parsed (the whole record, or else its fenced code blocks) and normalized: the names the code binds
-  (variables, functions, arguments, classes, imports), docstrings and type annotations don't count; literals
-  count by type; attribute names and free names such as ``len`` count, since renaming leaves them alone.
-  A problem's reference solution (HumanEval: prompt + canonical solution; MBPP: the reference code; imports
-  aside) is matched against each region of the record, a function (with what it nests) or another top-level
-  statement: a statement of the solution whose whole normalized subtree occurs in the region covers all its
-  nodes; otherwise a compound statement (def, for, if, while, with, try, ...) covers its own header (the node
-  and its non-statement children: arguments, test, target, iterator ...) if a statement with the same header
-  occurs, and its body statements are matched one by one; each statement of the region is used once. The
-  match rate is 2M / (|solution| + |region|) for M covered nodes, symmetric like an edit-distance ratio: a
-  renamed copy scores 1, a copy with s nodes added 2n / (2n + s) (one statement in a 40-node function: about
-  0.95), where an exact-tree comparison would score it 0; and a large function that merely contains a small
-  solution's common statements scores low. Records are flagged at rate >= --threshold τ (default 0.9; the
+- ``ast``: syntax similarity that survives renaming and light edits, the paper's "AST match rate" τ
+  (`data_prep.ast_match`: names the code binds, docstrings and annotations don't count; a renamed copy scores
+  1, a copy with one statement added to a 40-node function about 0.95) of each problem's reference solution
+  (HumanEval: prompt + canonical solution; MBPP: the reference code; imports aside) in the record's code (the
+  whole record, or else its fenced code blocks). Records are flagged at rate >= --threshold τ (default 0.9; the
   paper pruned at τ from 0.95 down to 0.8). Solutions of fewer than --min-nodes normalized nodes are too
   generic to test (``def add(x, y): return x + y`` has the shape of countless functions); the report lists
   them.
@@ -42,11 +33,8 @@ matches from τ = 0.8 or --threshold if lower), and how many records would be re
 import argparse
 import ast
 import json
-import re
 import sys
-import warnings
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +42,9 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.readers import JsonlReader
-from datatrove.pipeline.writers import JsonlWriter
 from datatrove.pipeline.writers.disk_base import DiskWriter
 
+from data_prep.ast_match import Unit, code_units, parse_quietly, regions, solution_units, unit_rate
 from data_prep.code_words import code_words
 from data_prep.embed import EmbedderSpec, add_embedder_arguments, embedder_spec
 from data_prep.sources import document_id, local_path, write_paths_file
@@ -68,214 +56,11 @@ from data_prep.stages import (
     execution_options,
     job_settings,
     run_job,
+    task_writer,
 )
+from phi1.jsonl import read_jsonl
 
 TAU_GRID = (0.95, 0.9, 0.85, 0.8)
-STATEMENT_LEVEL = (ast.stmt, ast.ExceptHandler, ast.match_case)
-DROPPED_FIELDS = {"ctx", "annotation", "returns", "type_comment", "type_params"}
-STATEMENT_LISTS = {"body", "orelse", "finalbody", "handlers", "cases"}  # of statement nodes
-FENCED = re.compile(r"```[^\n]*\n(.*?)```", re.DOTALL)
-
-
-# ----------------------------------------------------------------------------- normalized syntax trees
-
-
-@dataclass
-class Unit:
-    """A statement of a normalized tree: hashes of its whole subtree and (compound statements) of its header."""
-
-    full: int
-    size: int  # normalized nodes in the subtree
-    header: int | None = None  # hash of the node and its non-statement children; None for simple statements
-    header_size: int = 0
-    body: list["Unit"] = field(default_factory=list)  # statement children, in order
-    function: bool = False  # a def: the region a match is looked for in
-
-    def walk(self):
-        yield self
-        for child in self.body:
-            yield from child.walk()
-
-
-def bound_names(tree: ast.AST) -> set[str]:
-    """The names a module binds anywhere: its functions, classes, arguments, assignment and loop targets,
-    imports, exception and pattern names. Renaming code changes these and only these."""
-    names = set()
-    for node in ast.walk(tree):
-        kind = type(node)
-        if kind is ast.Name:
-            if type(node.ctx) is not ast.Load:
-                names.add(node.id)
-        elif kind is ast.arg:
-            names.add(node.arg)
-        elif kind in (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef):
-            names.add(node.name)
-        elif kind is ast.alias:
-            names.add(node.asname or node.name.split(".")[0])
-        elif kind in (ast.Global, ast.Nonlocal):
-            names.update(node.names)
-        elif kind in (ast.ExceptHandler, ast.MatchAs, ast.MatchStar) and node.name:
-            names.add(node.name)
-    return names
-
-
-def _label(node: ast.AST, bound: set[str]) -> str:
-    if isinstance(node, ast.Constant):
-        return f"Constant:{type(node.value).__name__}"
-    if isinstance(node, ast.AnnAssign):
-        return "Assign"  # its annotation is dropped
-    if isinstance(node, ast.Name) and node.id not in bound:
-        return f"Name:{node.id}"  # a free name: a builtin such as len, which renaming leaves alone
-    if isinstance(node, ast.Attribute):
-        return f"Attribute:{node.attr}"  # an attribute or method name (.append, .items): also left alone
-    return type(node).__name__
-
-
-def _statements(node: ast.AST, name: str, items: list) -> list[ast.AST]:
-    """A statement list without its docstring and bare annotations (``x: int``), which do not count."""
-    if name == "body" and isinstance(node, ast.Module | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-        if items and isinstance(items[0], ast.Expr) and isinstance(items[0].value, ast.Constant):
-            if isinstance(items[0].value.value, str):
-                items = items[1:]
-    return [item for item in items if not (isinstance(item, ast.AnnAssign) and item.value is None)]
-
-
-_LAYOUTS: dict[type, tuple[tuple[str, bool], ...]] = {}
-
-
-def _layout(kind: type) -> tuple[tuple[str, bool], ...]:
-    """The fields of a node type that count, each with whether it is a statement list."""
-    layout = _LAYOUTS.get(kind)
-    if layout is None:
-        statement = issubclass(kind, STATEMENT_LEVEL)
-        layout = tuple(
-            (name, statement and name in STATEMENT_LISTS) for name in kind._fields if name not in DROPPED_FIELDS
-        )
-        _LAYOUTS[kind] = layout
-    return layout
-
-
-def _encode(node: ast.AST, bound: set[str]) -> tuple[int, int, Unit | None]:
-    """(hash of the normalized subtree, its size, its Unit if a statement)."""
-    children, size = [], 1
-    header, header_size, body, compound = [], 1, [], False
-    for name, statements in _layout(type(node)):
-        value = getattr(node, name, None)
-        if statements:
-            if value:
-                children.append(name)  # so that moving a statement from `body` to `orelse` changes the tree
-                compound = True
-                for statement in _statements(node, name, value):
-                    statement_hash, statement_size, unit = _encode(statement, bound)
-                    children.append(statement_hash)
-                    size += statement_size
-                    body.append(unit)
-            continue
-        for child in value if isinstance(value, list) else (value,):
-            if isinstance(child, ast.AST):
-                child_hash, child_size, _ = _encode(child, bound)
-                children.append(child_hash)
-                header.append(child_hash)
-                size += child_size
-                header_size += child_size
-    label = _label(node, bound)
-    full = hash((label, *children))
-    if not isinstance(node, STATEMENT_LEVEL):
-        return full, size, None
-    if not compound:
-        return full, size, Unit(full, size)
-    function = isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-    return full, size, Unit(full, size, hash(("header", label, *header)), header_size, body, function)
-
-
-def code_units(text: str) -> list[Unit] | None:
-    """The top-level statements of `text` as normalized Units: the whole text if it parses, else its fenced
-    code blocks that do; None if no code parses."""
-    units = _parse_units(text)
-    if units is not None:
-        return units
-    blocks = [units for block in FENCED.findall(text) if (units := _parse_units(block)) is not None]
-    return [unit for units in blocks for unit in units] if blocks else None
-
-
-def _parse(code: str) -> ast.Module:
-    with warnings.catch_warnings():  # the code's own invalid escapes and the like are not our business
-        warnings.simplefilter("ignore")
-        return ast.parse(code)
-
-
-def _parse_units(code: str) -> list[Unit] | None:
-    try:
-        module = _parse(code)
-        bound = bound_names(module)
-        return [_encode(statement, bound)[2] for statement in _statements(module, "body", module.body)]
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return None
-
-
-def statement_hashes(units: list[Unit]) -> Counter:
-    """How many times each statement (full hash) and compound statement header (header hash) occurs, at any
-    depth."""
-    hashes = Counter()
-    for top in units:
-        for unit in top.walk():
-            hashes[unit.full] += 1
-            if unit.header is not None:
-                hashes[unit.header] += 1
-    return hashes
-
-
-def regions(units: list[Unit]) -> list[tuple[Counter, int]]:
-    """Where a match is looked for, with its size in nodes: each function (at any depth, with what it nests)
-    and each other top-level statement. Matching a whole file at once would piece a solution together from
-    common statements scattered over unrelated functions."""
-    places = [unit for top in units for unit in top.walk() if unit.function]
-    places += [unit for unit in units if not unit.function]
-    return [(statement_hashes([unit]), unit.size) for unit in places]
-
-
-def covered(unit: Unit, available: Counter) -> int:
-    """Nodes of `unit` covered by the statements (or headers) in `available`, each used once (module
-    docstring); consumes what it uses."""
-    if available[unit.full] > 0:
-        available[unit.full] -= 1
-        return unit.size
-    credit = 0
-    if unit.header is not None and available[unit.header] > 0:
-        available[unit.header] -= 1
-        credit = unit.header_size
-    return credit + sum(covered(child, available) for child in unit.body)
-
-
-def _unit_rate(unit: Unit, hashes: Counter, size: int) -> tuple[float, int]:
-    """(rate 2M / (|unit| + |region|), M) of a reference statement in one region."""
-    nodes = min(covered(unit, Counter(hashes)), size)
-    return 2 * nodes / (unit.size + size), nodes
-
-
-def best_match(unit: Unit, places: list[tuple[Counter, int]]) -> tuple[int, int]:
-    """(covered nodes, region size) of the region where `unit` has the highest rate; (0, 0) if none covers any."""
-    best, best_rate = (0, 0), 0.0
-    for hashes, size in places:
-        if 2 * min(unit.size, size) / (unit.size + size) <= best_rate:
-            continue  # too different in size to do better, whatever it holds
-        rate, nodes = _unit_rate(unit, hashes, size)
-        if rate > best_rate:
-            best, best_rate = (nodes, size), rate
-    return best
-
-
-def match_rate(reference: list[Unit], places: list[tuple[Counter, int]]) -> float:
-    """The AST match rate of a reference solution against a record's code (its `regions`),
-    2M / (|reference| + |match|): M nodes of the reference covered in the region where each of its top-level
-    statements scores best (module docstring), |match| the size of those regions. Symmetric, like an
-    edit-distance ratio: a renamed copy scores 1, a copy with s nodes added 2n / (2n + s), and a large
-    function that merely contains a small solution's common statements scores low."""
-    matched = total = 0
-    for unit in reference:
-        nodes, size = best_match(unit, places)
-        matched, total = matched + nodes, total + unit.size + size
-    return 2 * matched / total if total else 0.0
 
 
 # ----------------------------------------------------------------------------- the benchmark index
@@ -294,7 +79,7 @@ class Reference:
 def _problem_docstrings(prompt: str) -> str:
     """The docstrings of a prompt (module, functions, classes), or the prompt itself if it does not parse."""
     try:
-        tree = _parse(prompt)
+        tree = parse_quietly(prompt)
     except (SyntaxError, ValueError):
         return prompt
     nodes = [
@@ -318,18 +103,10 @@ def load_references(benchmarks: list[str], data: dict[str, str | None]) -> list[
         for problem in problems:
             key = str(problem.task_id) if "/" in str(problem.task_id) else f"{name}/{problem.task_id}"
             solution = problem.prefix + problem.reference if problem.prefix else problem.reference
-            units = _parse_units(solution) if solution else None
-            if units:  # imports are the file's business, not the solution's
-                units = [unit for unit, kind in zip(units, _top_level_kinds(solution), strict=True) if not kind]
+            units = solution_units(solution) if solution else None
             size = sum(unit.size for unit in units) if units else 0
             references.append(Reference(key, name, _problem_docstrings(problem.prompt), solution, units, size))
     return references
-
-
-def _top_level_kinds(code: str) -> list[bool]:
-    """For each top-level statement `_parse_units` keeps: is it an import?"""
-    module = _parse(code)
-    return [isinstance(node, ast.Import | ast.ImportFrom) for node in _statements(module, "body", module.body)]
 
 
 def _ngrams(words: list[str], n: int):
@@ -400,7 +177,7 @@ class BenchmarkIndex:
                     continue
                 scores = best.setdefault(index, [(0.0, 0, 0)] * len(self.references[index].units))
                 if 2 * min(unit.size, size) / (unit.size + size) > scores[position][0]:
-                    rate, covered_nodes = _unit_rate(unit, hashes, size)
+                    rate, covered_nodes = unit_rate(unit, hashes, size)
                     if rate > scores[position][0]:
                         scores[position] = (rate, covered_nodes, size)
         rates = {}
@@ -565,24 +342,14 @@ def record_writer_adapter(writer, document: Document) -> dict:
 
 
 class StrictJsonlReader(JsonlReader):
-    """JsonlReader that stops at a malformed line, naming the file and line, instead of skipping it."""
+    """JsonlReader through phi1.jsonl: a malformed line stops the job with an error naming the file and line,
+    instead of being skipped."""
 
     def read_file(self, filepath: str):
-        import orjson
-
-        with self.data_folder.open(filepath, "r", compression=self.compression) as lines:
-            for number, line in enumerate(lines):
-                if not line.strip():
-                    continue
-                try:
-                    data = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    raise UsageError(f"{local_path(self, filepath)}:{number + 1}: malformed JSON") from None
-                if not isinstance(data, dict):
-                    raise UsageError(f"{local_path(self, filepath)}:{number + 1}: not a JSON object")
-                document = self.get_document_from_dict(data, filepath, number)
-                if document is not None:
-                    yield document
+        for number, data in read_jsonl(local_path(self, filepath)):
+            document = self.get_document_from_dict(data, filepath, number - 1)
+            if document is not None:
+                yield document
 
 
 class DecontaminationReport(PipelineStep):
@@ -680,9 +447,9 @@ def main(argv: list[str] | None = None) -> int:
         args.min_nodes,
         spec,
         args.max_distance,
-        exclusion_writer=JsonlWriter(str(work / "flagged"), output_filename="${rank}.jsonl.gz"),
+        exclusion_writer=task_writer(work / "flagged"),
     )
-    writer = JsonlWriter(str(work / "kept"), output_filename="${rank}.jsonl.gz", adapter=record_writer_adapter)
+    writer = task_writer(work / "kept", adapter=record_writer_adapter)
     stages = [
         Stage("decontaminate", [reader, step, writer]),
         Stage(
