@@ -14,7 +14,7 @@ it is refused, naming the field.
 
 A user's mistake (`phi1.errors.ConfigError`: a setting, flag or input file that cannot be used) is reported
 as one line, `error: <message>`, with exit status 2; a bug keeps its traceback. A launch that fails before
-its first checkpoint leaves no run folder behind.
+training leaves no run folder behind.
 """
 
 import os
@@ -203,18 +203,21 @@ class PhiCLI(LightningCLI):
             )
         trainer.accumulate_grad_batches = accumulate
 
-    def _run_subcommand(self, subcommand: str):
+    def fit(self, model, **kwargs):
+        """`trainer.fit` (LightningCLI runs a subcommand through the CLI's method of that name when it has one);
+        a launch that fails before training removes the run folder it made."""
         try:
-            super()._run_subcommand(subcommand)
+            self.trainer.fit(model, **kwargs)
         except BaseException:
             self.remove_failed_run()
             raise
 
     def remove_failed_run(self):
-        """A launch that made the run folder and failed before any checkpoint leaves no folder."""
+        """Remove the run folder this launch made if it holds only what start-up wrote (the config, logs of no
+        step): the launch took no optimizer step and saved no checkpoint. A run that trained keeps its logs."""
         if self.run_dir is None or not self.new_run_dir or launched_child() or not self.run_dir.is_dir():
             return
-        if not any(self.run_dir.rglob("*.ckpt")):
+        if self.trainer.global_step == 0 and not any(self.run_dir.rglob("*.ckpt")):
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
 

@@ -2,6 +2,7 @@ import logging
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import yaml
@@ -211,3 +212,27 @@ def test_init_from_that_is_missing_or_of_another_architecture_is_one_line(monkey
     other = save_model(Phi(PhiConfig.from_name("tiny", block_size=64, n_layer=2)), tmp_path / "two-layers.ckpt")
     line = fit_error(monkeypatch, capsys, tmp_path, code_shards, "--model.init_from", str(other))
     assert f"model.init_from={other}: architecture differs from model.config (n_layer: 2 there, 4 here)" in line
+
+
+class FailAtStep(L.Callback):
+    """A bug that strikes once `step` optimizer steps are done."""
+
+    def __init__(self, step: int = 2):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"a bug at step {self.step}")
+
+
+def test_a_run_that_trained_then_failed_before_its_first_checkpoint_keeps_its_logs(monkeypatch, tmp_path, code_shards):
+    from phi1.cli import main
+
+    for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):
+        monkeypatch.delenv(name, raising=False)
+    tiny = str(Path(__file__).parents[1] / "experiments" / "tiny.yaml")
+    config = overlay(tmp_path, code_shards, steps=8, log_every_n_steps=1)
+    with pytest.raises(RuntimeError, match="a bug at step 2"):
+        main(["fit", "--config", tiny, "--config", config, "--trainer.callbacks+=test_cli.FailAtStep"])
+    run = tmp_path / "runs" / "tiny"
+    assert not list(run.rglob("*.ckpt")) and len(scalars(run, "train/loss")) == 1  # step 1's curve is still there
