@@ -63,6 +63,13 @@ def newest_checkpoint(run_dir: Path, pattern: str = "last*.ckpt") -> Path | None
     return max(steps, key=lambda s: s[:2], default=(None, None, None))[2]
 
 
+def run_folder(save_dir: str, name: str | None, version: int | str | None) -> Path:
+    """A logger's folder, `<save_dir>/<name>/<version>` (`version_N` for an integer version), as Lightning's
+    TensorBoard and CSV loggers place it."""
+    version = f"version_{version}" if isinstance(version, int) else version or ""
+    return Path(save_dir) / str(name or "") / version
+
+
 def launched_child() -> bool:
     """A process Lightning's launcher started for rank > 0 (it reruns this command line)."""
     return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
@@ -91,9 +98,7 @@ class PhiCLI(LightningCLI):
                 logger.init_args.version = ""
         if named:
             args = named[0].init_args
-            version = args.get("version")
-            version = f"version_{version}" if isinstance(version, int) else (version or "")
-            self.run_dir = Path(args.save_dir) / str(args.get("name") or "") / version
+            self.run_dir = run_folder(args.save_dir, args.get("name"), args.get("version"))
             trainer.default_root_dir = str(self.run_dir)
         else:
             self.run_dir = Path(trainer.default_root_dir or os.getcwd())

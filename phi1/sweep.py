@@ -46,6 +46,7 @@ from pathlib import Path
 import yaml
 
 from phi1.errors import ConfigError
+from phi1.jsonl import read_jsonl
 
 KEYS = {"base", "name", "grid", "fixed"}
 SET_BY_SWEEP = {"trainer.logger.init_args.name", "ckpt_path", "config"}
@@ -219,7 +220,7 @@ class Plan:
 
 def plan(sweep: Sweep, point: Point) -> Plan:
     """The point's config and run folder (as `phi1.cli` places it: `<save_dir>/<name>`) and how far it got."""
-    from phi1.cli import checkpoint_step, newest_checkpoint
+    from phi1.cli import checkpoint_step, newest_checkpoint, run_folder
 
     config = resolve(sweep, point)
     max_steps = config["trainer"].get("max_steps") or -1
@@ -228,12 +229,7 @@ def plan(sweep: Sweep, point: Point) -> Plan:
     logger = (config["trainer"].get("logger") or {}).get("init_args") or {}
     if "save_dir" not in logger:
         raise ConfigError(f"{sweep.path}: point {point.slug}: trainer.logger must be a TensorBoardLogger with save_dir")
-    version = logger.get("version")
-    run_dir = (
-        Path(logger["save_dir"])
-        / logger["name"]
-        / (f"version_{version}" if isinstance(version, int) else version or "")
-    )
+    run_dir = run_folder(logger["save_dir"], logger.get("name"), logger.get("version"))
     newest = newest_checkpoint(run_dir)
     return Plan(point, config, run_dir, max_steps, newest, checkpoint_step(newest) if newest else None)
 
@@ -369,14 +365,10 @@ def graded_pass_at_1(run_dir: Path) -> dict[str, float]:
     found = {}
     for path in sorted(run_dir.rglob("*results.jsonl")):
         per_task: dict[str, list[bool]] = {}
-        with open(path) as f:
-            for n, line in enumerate(f, 1):
-                try:
-                    row = json.loads(line) if line.strip() else None
-                    if row is not None:
-                        per_task.setdefault(str(row["task_id"]), []).append(bool(row["passed"]))
-                except (ValueError, KeyError, TypeError) as e:
-                    raise ConfigError(f"{path}:{n}: not an evals.evaluate result row ({e!r})") from None
+        for n, row in read_jsonl(path):
+            if "task_id" not in row or "passed" not in row:
+                raise ConfigError(f"{path}:{n}: not an evals.evaluate result row (it needs task_id and passed)")
+            per_task.setdefault(str(row["task_id"]), []).append(bool(row["passed"]))
         if per_task:
             name = path.name.removesuffix("results.jsonl").rstrip("-_") or "eval"
             found[f"{name} pass@1"] = sum(sum(v) / len(v) for v in per_task.values()) / len(per_task)

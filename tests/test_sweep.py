@@ -132,3 +132,16 @@ def test_a_bad_sweep_file_is_one_clear_line_and_exit_2(tmp_path, sweep_file, cap
     out, err = capsys.readouterr()
     assert out == "" and not (tmp_path / "runs").exists()
     assert len(err.strip().splitlines()) == 1 and err.startswith(f"error: {path}: ") and message in err
+
+
+def test_a_results_file_that_is_not_evals_output_is_one_line_naming_file_and_line(tmp_path):
+    from phi1.errors import ConfigError
+    from phi1.sweep import graded_pass_at_1
+
+    results = tmp_path / "humaneval-results.jsonl"
+    results.write_text('{"task_id": "HumanEval/0", "passed": true}\n{"task_id": "HumanEval/1"}\n')
+    with pytest.raises(ConfigError, match=f"{results}:2: not an evals.evaluate result row"):
+        graded_pass_at_1(tmp_path)
+    results.write_text('{"task_id": "HumanEval/0", "passed": true}\n{"task_id": \n')
+    with pytest.raises(ConfigError, match=f"{results}:2: malformed JSON"):
+        graded_pass_at_1(tmp_path)
