@@ -43,18 +43,9 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from data_prep.code_words import code_words
-from data_prep.sources import add_source_arguments, input_files, source_readers
-from data_prep.stages import (
-    Stage,
-    TaskOutputReader,
-    UsageError,
-    add_execution_arguments,
-    claim_work_folder,
-    execution_options,
-    job_settings,
-    run_job,
-    task_writer,
-)
+from data_prep.sources import add_source_arguments, start_source_job
+from data_prep.stages import Stage, TaskOutputReader, add_execution_arguments, job_settings, run_job, task_writer
+from phi1.errors import ConfigError
 
 PROMPT_VERSION = "edu-rubric-v1"
 MAX_SCORE = 5
@@ -404,7 +395,7 @@ def annotation_stages(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from data_prep.llm import EngineError, add_engine_arguments, engine_settings
+    from data_prep.llm import ENGINE_RUNTIME_FLAGS, EngineError, add_engine_arguments, engine_settings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="work folder (resumed if it holds this job)")
@@ -418,12 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = engine_settings(args, parser)
     try:
         if args.n_samples < 1 or args.max_chars < 1:
-            raise UsageError("--n-samples and --max-chars must be at least 1")
-        options = execution_options(args)
-        input_files(args.input)
-        claim_work_folder(args.out, _annotation_settings(args))
-        readers = source_readers(args, args.out)
-    except UsageError as error:
+            raise ConfigError("--n-samples and --max-chars must be at least 1")
+        options, readers = start_source_job(args, job_settings(args, ENGINE_RUNTIME_FLAGS))
+    except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     work = args.out
@@ -436,26 +424,6 @@ def main(argv: list[str] | None = None) -> int:
     except EngineError as error:  # a refused key, an unknown model: nothing to retry
         print(f"error: {error}", file=sys.stderr)
         return 1
-
-
-def _annotation_settings(args: argparse.Namespace) -> dict:
-    """What decides the labels; engine flags that change only how requests are sent (concurrency, limits,
-    budget, back-end) may change between reruns."""
-    keep = (
-        "input",
-        "field",
-        "stack",
-        "stackoverflow",
-        "stackoverflow_dataset",
-        "stackoverflow_field",
-        "limit",
-        "n_samples",
-        "seed",
-        "max_chars",
-        "model",
-        "tasks",
-    )
-    return {key: value for key, value in job_settings(args).items() if key in keep}
 
 
 if __name__ == "__main__":

@@ -46,11 +46,10 @@ from datatrove.pipeline.writers.disk_base import DiskWriter
 
 from data_prep.ast_match import Unit, code_units, parse_quietly, regions, solution_units, unit_rate
 from data_prep.code_words import code_words
-from data_prep.embed import EmbedderSpec, add_embedder_arguments, embedder_spec
+from data_prep.embed import EMBEDDER_RUNTIME_FLAGS, EmbedderSpec, add_embedder_arguments, embedder_spec
 from data_prep.sources import document_id, local_path, write_paths_file
 from data_prep.stages import (
     Stage,
-    UsageError,
     add_execution_arguments,
     claim_work_folder,
     execution_options,
@@ -58,6 +57,7 @@ from data_prep.stages import (
     run_job,
     task_writer,
 )
+from phi1.errors import ConfigError
 from phi1.jsonl import read_jsonl
 
 TAU_GRID = (0.95, 0.9, 0.85, 0.8)
@@ -98,7 +98,7 @@ def load_references(benchmarks: list[str], data: dict[str, str | None]) -> list[
         try:
             problems = load_problems(benchmark, data.get(benchmark))
         except ValueError as error:  # evals.problems explains what is missing
-            raise UsageError(f"--benchmarks {benchmark}: {error}") from None
+            raise ConfigError(f"--benchmarks {benchmark}: {error}") from None
         name = benchmark if benchmark in ("humaneval", "mbpp") else Path(benchmark).stem
         for problem in problems:
             key = str(problem.task_id) if "/" in str(problem.task_id) else f"{name}/{problem.task_id}"
@@ -333,7 +333,7 @@ def record_adapter(reader, data: dict, path: str, id_in_file: int | str) -> dict
     text = data.get(reader.text_key)
     where = f"{local_path(reader, path)}:{int(id_in_file) + 1}"
     if not isinstance(text, str):
-        raise UsageError(f"{where}: field {reader.text_key!r} missing or not a string (set --field)")
+        raise ConfigError(f"{where}: field {reader.text_key!r} missing or not a string (set --field)")
     return {"text": text, "id": str(data.get("id") or document_id(text)), "metadata": {"record": data, "where": where}}
 
 
@@ -420,17 +420,20 @@ def main(argv: list[str] | None = None) -> int:
         options = execution_options(args)
         for path in args.inputs:
             if not path.is_file() or not path.name.endswith((".jsonl", ".jsonl.gz")):
-                raise UsageError(f"input {path}: expected an existing .jsonl or .jsonl.gz file")
+                raise ConfigError(f"input {path}: expected an existing .jsonl or .jsonl.gz file")
         if not 0 < args.threshold <= 1:
-            raise UsageError(f"--threshold is an AST match rate in (0, 1], got {args.threshold}")
+            raise ConfigError(f"--threshold is an AST match rate in (0, 1], got {args.threshold}")
         if (args.out.exists() or args.report.exists()) and not (work / "job.json").exists():
-            raise UsageError(f"{args.out} or {args.report} exists; choose new paths")
+            raise ConfigError(f"{args.out} or {args.report} exists; choose new paths")
         load_references(benchmarks, data)  # fail now on a missing benchmark
-        claim_work_folder(work, job_settings(args) | {"inputs": [str(path.resolve()) for path in args.inputs]})
-    except UsageError as error:
+        spec = embedder_spec(args) if args.max_distance is not None else None
+        settings = job_settings(args, EMBEDDER_RUNTIME_FLAGS) | {
+            "inputs": [str(path.resolve()) for path in args.inputs]
+        }
+        claim_work_folder(work, settings)
+    except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    spec = embedder_spec(args) if args.max_distance is not None else None
     files = sorted(path.resolve() for path in args.inputs)
     reader = StrictJsonlReader(
         files[0].anchor,

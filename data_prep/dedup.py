@@ -49,18 +49,9 @@ from datatrove.utils.hashing import HashConfig
 from datatrove.utils.text import TextNormConfig
 
 from data_prep.code_words import CodeWordTokenizer
-from data_prep.sources import add_source_arguments, input_files, source_readers
-from data_prep.stages import (
-    Stage,
-    TaskOutputReader,
-    UsageError,
-    add_execution_arguments,
-    claim_work_folder,
-    execution_options,
-    job_settings,
-    run_job,
-    task_writer,
-)
+from data_prep.sources import add_source_arguments, start_source_job
+from data_prep.stages import Stage, TaskOutputReader, add_execution_arguments, job_settings, run_job, task_writer
+from phi1.errors import ConfigError
 
 RAW_TEXT = TextNormConfig(
     lowercase=False, norm_whitespace=False, remove_punctuation=False, norm_unicode_diacritics=False, norm_numbers=False
@@ -195,11 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     add_execution_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        options = execution_options(args)
-        input_files(args.input)  # bad input stops here, before the work folder is claimed
-        claim_work_folder(args.out, job_settings(args))
-        readers = source_readers(args, args.out)
-    except UsageError as error:
+        options, readers = start_source_job(args, job_settings(args))
+    except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     work = args.out

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from phi1.errors import ConfigError
+
 EMBEDDERS = ("hf", "phi1", "hashed")
 DEFAULT_HF_MODEL = "Salesforce/codegen-350M-mono"
 FLUSH_EVERY = 4096  # vectors kept in memory before a cache file is written
@@ -50,11 +52,11 @@ class EmbedderSpec:
 
     def __post_init__(self):
         if self.kind not in EMBEDDERS:
-            raise ValueError(f"embedder must be one of {', '.join(EMBEDDERS)}, got {self.kind!r}")
+            raise ConfigError(f"embedder must be one of {', '.join(EMBEDDERS)}, got {self.kind!r}")
         if self.kind == "phi1" and not (self.model and self.tokenizer):
-            raise ValueError("the phi1 embedder needs --embedder-model CHECKPOINT and --embedder-tokenizer TOKENIZER")
+            raise ConfigError("the phi1 embedder needs --embedder-model CHECKPOINT and --embedder-tokenizer TOKENIZER")
         if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"embedder dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+            raise ConfigError(f"embedder dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
 
     def build(self) -> "Embedder":
         if self.kind == "hashed":
@@ -197,7 +199,7 @@ class Phi1Embedder(_TransformerEmbedder):
         self.tokenizer.encode_special_tokens = True
         model = load_model(spec.model).to(self.device, self.dtype).eval()
         if self.tokenizer.get_vocab_size() > model.config.vocab_size:
-            raise ValueError(
+            raise ConfigError(
                 f"--embedder-tokenizer {spec.tokenizer} has {self.tokenizer.get_vocab_size()} tokens, more than the "
                 f"vocab_size {model.config.vocab_size} of --embedder-model {spec.model}: not the model's tokenizer"
             )
@@ -321,6 +323,9 @@ def embed_documents(
                 cache.put([ids[i] for i in rows], vectors)
             bar.update(len(rows))
     return out
+
+
+EMBEDDER_RUNTIME_FLAGS = ("device", "embed_batch_size")  # change speed, not vectors (`job_settings`)
 
 
 def add_embedder_arguments(parser) -> None:

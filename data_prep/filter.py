@@ -26,19 +26,13 @@ from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.writers.disk_base import DiskWriter
 from tqdm import tqdm
 
-from data_prep.classifier import ClassifierError, load_classifier
-from data_prep.embed import EmbedderSpec, EmbeddingCache, embed_documents
-from data_prep.sources import add_source_arguments, input_files, source_readers
-from data_prep.stages import (
-    Stage,
-    UsageError,
-    add_execution_arguments,
-    claim_work_folder,
-    execution_options,
-    job_settings,
-    run_job,
-    task_writer,
-)
+from data_prep.classifier import load_classifier
+from data_prep.embed import EMBEDDER_RUNTIME_FLAGS, EmbedderSpec, EmbeddingCache, embed_documents
+from data_prep.sources import add_source_arguments, start_source_job
+from data_prep.stages import Stage, add_execution_arguments, job_settings, run_job, task_writer
+from phi1.errors import ConfigError
+
+RUNTIME_FLAGS = (*EMBEDDER_RUNTIME_FLAGS, "classify_batch_size")  # a rerun may change them (`job_settings`)
 
 
 class QualityFilter(BaseFilter):
@@ -130,12 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     add_execution_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        options = execution_options(args)
-        input_files(args.input)  # bad input stops here, before the work folder is claimed
         load_classifier(args.classifier)  # fail now, not in every task
-        claim_work_folder(args.out, job_settings(args) | {"classifier": str(args.classifier.resolve())})
-        readers = source_readers(args, args.out)
-    except (UsageError, ClassifierError) as error:
+        settings = job_settings(args, RUNTIME_FLAGS) | {"classifier": str(args.classifier.resolve())}
+        options, readers = start_source_job(args, settings)
+    except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     work = args.out

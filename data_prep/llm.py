@@ -642,6 +642,22 @@ class Engine:
 # ----------------------------------------------------------------------------- command line
 
 
+ENGINE_RUNTIME_FLAGS = (  # change how requests are sent, not which: a rerun may change them (`job_settings`)
+    "base_url",
+    "backend",
+    "concurrency",
+    "requests_per_minute",
+    "tokens_per_minute",
+    "timeout",
+    "max_attempts",
+    "max_cost_usd",
+    "prices",
+    "poll_interval",
+    "batch_size",
+    "no_progress",
+)
+
+
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     """The engine's flags, shared by data_prep.textbooks, data_prep.exercises and evals.judge."""
     group = parser.add_argument_group("LLM engine")

@@ -36,37 +36,11 @@ from data_prep.annotate import annotation_stages
 from data_prep.classifier import TrainClassifier
 from data_prep.decontaminate import DecontaminationFilter, DecontaminationReport
 from data_prep.dedup import add_minhash_arguments, code_minhash_config, exact_dedup_stages, near_dedup_stages
-from data_prep.embed import add_embedder_arguments, embedder_spec
+from data_prep.embed import EMBEDDER_RUNTIME_FLAGS, add_embedder_arguments, embedder_spec
 from data_prep.filter import filter_stage
-from data_prep.sources import add_source_arguments, input_files, source_readers
-from data_prep.stages import (
-    Stage,
-    TaskOutputReader,
-    UsageError,
-    add_execution_arguments,
-    claim_work_folder,
-    execution_options,
-    job_settings,
-    run_job,
-    task_writer,
-)
-
-ENGINE_RUNTIME_FLAGS = {  # change how LLM requests are sent, not which: a rerun may change them
-    "base_url",
-    "backend",
-    "concurrency",
-    "requests_per_minute",
-    "tokens_per_minute",
-    "timeout",
-    "max_attempts",
-    "max_cost_usd",
-    "prices",
-    "poll_interval",
-    "batch_size",
-    "no_progress",
-    "device",
-    "embed_batch_size",
-}
+from data_prep.sources import add_source_arguments, start_source_job
+from data_prep.stages import Stage, TaskOutputReader, add_execution_arguments, job_settings, run_job, task_writer
+from phi1.errors import ConfigError
 
 
 class BuildShards(PipelineStep):
@@ -179,23 +153,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from data_prep.llm import EngineError, engine_settings
+    from data_prep.llm import ENGINE_RUNTIME_FLAGS, EngineError, engine_settings
 
     cli = build_parser()
     args = cli.parse_args(argv)
     settings = engine_settings(args, cli)
     try:
         if args.n_annotate < 2:
-            raise UsageError("--n-annotate must be at least 2 (the classifier needs both classes)")
+            raise ConfigError("--n-annotate must be at least 2 (the classifier needs both classes)")
         if not 0 < args.tau <= 1:
-            raise UsageError(f"--tau is an AST match rate in (0, 1], got {args.tau}")
-        options = execution_options(args)
+            raise ConfigError(f"--tau is an AST match rate in (0, 1], got {args.tau}")
         embedder_spec(args)  # a bad embedder stops here
-        input_files(args.input)
-        kept = {key: value for key, value in job_settings(args).items() if key not in ENGINE_RUNTIME_FLAGS}
-        claim_work_folder(args.out, kept)
-        readers = source_readers(args, args.out)
-    except (UsageError, ValueError) as error:
+        options, readers = start_source_job(args, job_settings(args, ENGINE_RUNTIME_FLAGS + EMBEDDER_RUNTIME_FLAGS))
+    except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:

@@ -22,7 +22,8 @@ from pathlib import Path
 from datatrove.pipeline.readers import HuggingFaceDatasetReader, JsonlReader, ParquetReader
 from datatrove.pipeline.readers.base import BaseDiskReader, BaseReader
 
-from data_prep.stages import UsageError
+from data_prep.stages import ExecutionOptions, claim_work_folder, execution_options
+from phi1.errors import ConfigError
 
 STACK_DATASET = "bigcode/the-stack-dedup"
 STACK_DATA_DIR = "data/python"
@@ -165,15 +166,15 @@ def input_files(inputs: list[str | Path]) -> dict[str, list[Path]]:
                 and not any(part.startswith(".") or part == "__pycache__" for part in file.relative_to(path).parts)
             ]
             if not found:
-                raise UsageError(f"input folder {name} holds no .jsonl, .jsonl.gz, .parquet or .py files")
+                raise ConfigError(f"input folder {name} holds no .jsonl, .jsonl.gz, .parquet or .py files")
             for file in found:
                 files[_kind(file)].add(file)
         elif path.is_file():
             if _kind(path) is None:
-                raise UsageError(f"input {name}: expected a .jsonl, .jsonl.gz, .parquet or .py file, or a folder")
+                raise ConfigError(f"input {name}: expected a .jsonl, .jsonl.gz, .parquet or .py file, or a folder")
             files[_kind(path)].add(path)
         else:
-            raise UsageError(f"input {name} does not exist")
+            raise ConfigError(f"input {name} does not exist")
     return {kind: sorted(found) for kind, found in files.items() if found}
 
 
@@ -192,10 +193,14 @@ def write_paths_file(files: list[Path], path: Path) -> Path:
 def local_readers(inputs: list[str | Path], listing: Path, field: str = "text", limit: int = -1) -> list[BaseReader]:
     """Readers for local files and folders: JSONL and Parquet records (text in `field`) and ``.py`` files. The
     file lists they shard are written to ``listing/inputs-<kind>.txt``."""
+    return _file_readers(input_files(inputs), listing, field, limit)
+
+
+def _file_readers(files: dict[str, list[Path]], listing: Path, field: str, limit: int) -> list[BaseReader]:
     readers = []
-    for kind, files in input_files(inputs).items():
-        paths_file = str(write_paths_file(files, listing / f"inputs-{kind}.txt"))
-        root = files[0].anchor
+    for kind, paths in files.items():
+        paths_file = str(write_paths_file(paths, listing / f"inputs-{kind}.txt"))
+        root = paths[0].anchor
         if kind == "py":
             readers.append(CodeFileReader(root, paths_file=paths_file, limit=limit))
             continue
@@ -226,18 +231,24 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--limit", type=int, default=-1, help="at most this many documents per reader and task")
 
 
-def source_readers(args: argparse.Namespace, listing: Path) -> list[BaseReader]:
-    """The readers the flags ask for (file lists of local inputs written to `listing`); checks up front that
-    The Stack's token is there."""
-    readers = local_readers(args.input, listing, args.field, args.limit)
+def start_source_job(args: argparse.Namespace, settings: dict) -> tuple[ExecutionOptions, list[BaseReader]]:
+    """The execution options and source readers of a command line with the source and execution flags (above,
+    data_prep.stages) and the work folder --out. The flags and inputs are checked first (ConfigError naming what is
+    wrong, The Stack's token included), then --out is claimed for a job of `settings` (`claim_work_folder`) and
+    the lists of local files are written in it."""
+    options = execution_options(args)
+    files = input_files(args.input)
     if args.stack:
         require_hub_token(STACK_DATASET)
+    if not (files or args.stack or args.stackoverflow):
+        raise ConfigError("no input: give --input PATH, --stack and/or --stackoverflow")
+    claim_work_folder(args.out, settings)
+    readers = _file_readers(files, args.out, args.field, args.limit)
+    if args.stack:
         readers.append(stack_reader(args.limit))
     if args.stackoverflow:
         readers.append(stackoverflow_reader(args.limit, args.stackoverflow_dataset, args.stackoverflow_field))
-    if not readers:
-        raise UsageError("no input: give --input PATH, --stack and/or --stackoverflow")
-    return readers
+    return options, readers
 
 
 def require_hub_token(dataset: str) -> None:
@@ -245,7 +256,7 @@ def require_hub_token(dataset: str) -> None:
     from huggingface_hub import get_token
 
     if get_token() is None:
-        raise UsageError(
+        raise ConfigError(
             f"{dataset} is gated: accept its terms at https://huggingface.co/datasets/{dataset}, then run "
             "`huggingface-cli login` or set HF_TOKEN"
         )

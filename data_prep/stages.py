@@ -21,7 +21,7 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,10 +36,6 @@ from phi1.errors import ConfigError
 EXECUTORS = ("local", "slurm")
 TASK_FILE = "${rank}.jsonl.gz"
 REPORTED = ("total", "forwarded", "dropped")  # the columns of the printed report; every metric is in the JSON
-
-
-class UsageError(ConfigError):
-    """Bad flags or input, reported as one line with exit status 2."""
 
 
 @dataclass
@@ -71,13 +67,13 @@ class ExecutionOptions:
 
     def __post_init__(self):
         if self.executor not in EXECUTORS:
-            raise UsageError(f"--executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+            raise ConfigError(f"--executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         if self.tasks < 1:
-            raise UsageError(f"--tasks must be at least 1, got {self.tasks}")
+            raise ConfigError(f"--tasks must be at least 1, got {self.tasks}")
         if self.workers == 0 or self.workers < -1:
-            raise UsageError(f"--workers must be -1 or at least 1, got {self.workers}")
+            raise ConfigError(f"--workers must be -1 or at least 1, got {self.workers}")
         if self.executor == "slurm" and not self.slurm_partition:
-            raise UsageError("--executor slurm needs --slurm-partition (see `sinfo` for the partitions)")
+            raise ConfigError("--executor slurm needs --slurm-partition (see `sinfo` for the partitions)")
 
 
 def add_execution_arguments(parser: argparse.ArgumentParser) -> None:
@@ -105,13 +101,14 @@ def add_execution_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def job_settings(args: argparse.Namespace) -> dict:
-    """The flags that decide what a job makes; the execution flags are left out, as a rerun may change where
-    it runs (but not --tasks, which decides how documents are split between task files)."""
+def job_settings(args: argparse.Namespace, runtime: Collection[str] = ()) -> dict:
+    """The flags that decide what a job makes. Left out: the execution flags, as a rerun may change where it runs
+    (but not --tasks, which decides how documents are split between task files), and the `runtime` flags, which
+    change only how it runs (a device, a batch size, an LLM engine's concurrency or budget)."""
     return {
         key: value
         for key, value in vars(args).items()
-        if key not in ("executor", "workers", "job_name") and not key.startswith("slurm_")
+        if key not in ("executor", "workers", "job_name", *runtime) and not key.startswith("slurm_")
     }
 
 
@@ -120,7 +117,7 @@ def execution_options(args: argparse.Namespace) -> ExecutionOptions:
     for item in args.slurm_sbatch_arg:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise UsageError(f"--slurm-sbatch-arg expects KEY=VALUE, got {item!r}")
+            raise ConfigError(f"--slurm-sbatch-arg expects KEY=VALUE, got {item!r}")
         sbatch_args[key.lstrip("-")] = value
     return ExecutionOptions(
         executor=args.executor,
@@ -346,7 +343,7 @@ def claim_work_folder(work: str | Path, settings: dict) -> None:
         previous = json.loads(path.read_text())
         if previous != settings:
             changed = sorted(key for key in previous.keys() | settings.keys() if previous.get(key) != settings.get(key))
-            raise UsageError(
+            raise ConfigError(
                 f"{work} holds a job with other settings ({', '.join(changed)} differ); rerun it with the same "
                 "flags to resume, or choose a new --out"
             )

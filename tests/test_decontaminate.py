@@ -141,3 +141,6 @@ def test_bad_input_names_the_file_and_line(tmp_path, capsys):
     assert main(args) == 2
     assert f"{path}:1: field 'text' missing" in capsys.readouterr().err
     assert main([str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "k3.jsonl"), "--report", "r.json"]) == 2
+    args = [str(path), "--out", str(tmp_path / "k4.jsonl"), "--report", "r.json", "--max-distance", "0.5"]
+    assert main([*args, "--embedder", "phi1"]) == 2  # no checkpoint named
+    assert "needs --embedder-model CHECKPOINT" in capsys.readouterr().err

@@ -87,7 +87,7 @@ def test_an_interrupted_task_resumes_from_its_cached_embeddings(tmp_path, setup)
     # task 1 "died" before it finished: no completion marker, its outputs half-written
     (work / "logs" / "quality-filter" / "completions" / "00001").unlink()
     (work / "filtered" / "00001.jsonl.gz").write_bytes(b"")
-    assert main(args) == 0
+    assert main([*args, "--embed-batch-size", "4"]) == 0  # how it runs may change on a rerun, not what it makes
     assert read_folder(work / "filtered") == kept
     assert sorted(cache.glob("task-*.npz")) == cached  # nothing embedded again: every vector was in the cache
 

@@ -9,7 +9,6 @@ import pytest
 from datatrove.pipeline.readers import HuggingFaceDatasetReader
 
 from data_prep.sources import (
-    UsageError,
     document_id,
     local_readers,
     require_hub_token,
@@ -17,6 +16,7 @@ from data_prep.sources import (
     stack_reader,
     stackoverflow_adapter,
 )
+from phi1.errors import ConfigError
 
 
 def read_all(readers, rank: int = 0, world_size: int = 1) -> list:
@@ -81,13 +81,13 @@ def test_local_files_are_split_between_tasks_without_overlap(tmp_path):
 
 
 def test_bad_inputs_are_named(tmp_path):
-    with pytest.raises(UsageError, match="missing.py does not exist"):
+    with pytest.raises(ConfigError, match="missing.py does not exist"):
         local_readers([tmp_path / "missing.py"], tmp_path)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UsageError, match="empty holds no .jsonl"):
+    with pytest.raises(ConfigError, match="empty holds no .jsonl"):
         local_readers([tmp_path / "empty"], tmp_path)
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(UsageError, match="notes.txt: expected a .jsonl"):
+    with pytest.raises(ConfigError, match="notes.txt: expected a .jsonl"):
         local_readers([tmp_path / "notes.txt"], tmp_path)
 
 
@@ -138,7 +138,7 @@ def test_stackoverflow_adapter():
 def test_the_gated_stack_needs_a_token(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # no saved login either
-    with pytest.raises(UsageError, match="gated: accept its terms"):
+    with pytest.raises(ConfigError, match="gated: accept its terms"):
         require_hub_token("bigcode/the-stack-dedup")
     monkeypatch.setenv("HF_TOKEN", "hf_secret")
     require_hub_token("bigcode/the-stack-dedup")  # no error, and the token is not kept anywhere
