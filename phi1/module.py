@@ -160,7 +160,7 @@ class PhiLitModule(L.LightningModule):
             rows = batch["source"] == source
             loss, n = self.loss({k: v[rows] for k, v in batch.items()})
             self.val_loss.update(loss, weight=n)
-            self.val_by_source[source] += torch.stack([loss.detach().double() * n, loss.new_tensor(n).double()])
+            self.val_by_source[source] += torch.stack([loss.detach().double() * n, n.double()])
 
     def on_validation_epoch_end(self):
         loss = self.val_loss.compute()
