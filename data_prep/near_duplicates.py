@@ -1,18 +1,17 @@
 """Near-duplicate removal for the synthetic data (§2.2): a model asked 100k times for the same kind of text repeats
 itself, and the repeats add tokens but no diversity.
 
-MinHash (datasketch) over word 5-grams with LSH at Jaccard 0.7, incremental: texts are added one at a time, each
-checked against all kept so far, so a resumed run rebuilds the index from the records it already holds and carries
-on. The shingle hash is CRC-32 (C speed; MinHash's affine32 scheme wants 32-bit hashes), which makes a rebuild a
-matter of about a millisecond per thousand-word text.
+MinHash (datasketch) over 5-grams of lowercased words (`code_words`) with LSH at Jaccard 0.7, incremental: texts
+are added one at a time, each checked against all kept so far, so a resumed run rebuilds the index from the records
+it already holds and carries on. The shingle hash is CRC-32 (C speed; MinHash's affine32 scheme wants 32-bit
+hashes), which makes a rebuild a matter of about a millisecond per thousand-word text.
 """
 
-import re
 import zlib
 
 from datasketch import MinHash, MinHashLSH
 
-WORD = re.compile(r"\w+")
+from data_prep.code_words import code_words
 
 
 class NearDuplicates:
@@ -22,7 +21,7 @@ class NearDuplicates:
         self.index = MinHashLSH(threshold=threshold, num_perm=num_perm)
 
     def minhash(self, text: str) -> MinHash:
-        words = WORD.findall(text.lower())
+        words = code_words(text.lower())
         count = max(1, len(words) - self.ngram + 1)
         shingles = {" ".join(words[start : start + self.ngram]).encode() for start in range(count)}
         minhash = MinHash(

@@ -46,7 +46,6 @@ from data_prep.llm import (
     engine_settings,
     read_records,
 )
-from data_prep.near_duplicates import NearDuplicates
 from phi1.errors import ConfigError
 from phi1.jsonl import JsonlAppender
 
@@ -113,6 +112,8 @@ class Checker:
     def __init__(self, recipe: Recipe, sampling: Sampling, out: Path, progress: bool):
         self.recipe, self.sampling = recipe, sampling
         self.data_path, self.rejects_path = out / f"{recipe.kind}.jsonl", out / RUN_FOLDER / "rejects.jsonl"
+        from data_prep.near_duplicates import NearDuplicates  # datasketch imports scipy: not for --help
+
         self.near_duplicates = NearDuplicates()
         self.settled: set[str] = set()
         self.records = self.rejected = self.duplicates = 0
