@@ -19,7 +19,7 @@ from phi1.data import MixtureOrder, PackedDataModule, TrainBatches
 from phi1.errors import ConfigError
 from phi1.model import PhiConfig
 from phi1.module import PhiLitModule
-from phi1.shards import ShardFormatError, open_shards
+from phi1.shards import ShardFormatError, open_shards, sampled_sha256
 from phi1.tokenizer import load_tokenizer
 
 SEQ = 64
@@ -273,6 +273,9 @@ def test_an_out_of_range_token_id_names_its_shard_file(tmp_path, code_shards):
         tokens = np.memmap(shard, dtype=np.uint16, mode="r+")
         tokens[::SEQ] = 65_000
         tokens.flush()
+    manifest = json.loads((data / "manifest.json").read_text())  # bad ids the build itself wrote: its checksum
+    manifest["sampled_sha256"] = sampled_sha256(data, manifest)
+    (data / "manifest.json").write_text(json.dumps(manifest))
     dm = PackedDataModule({str(data): 1.0}, seq_len=SEQ, batch_size=2, num_workers=1)
     dm.setup()
     with pytest.raises(ConfigError) as error:  # raised in a DataLoader worker, re-raised here
