@@ -306,6 +306,7 @@ class PackedDataModule(L.LightningDataModule):
         return MixtureOrder(self.train_blocks, weights, self.seed, keys, offsets, index, segment["start"])
 
     def fingerprint(self) -> dict:
+        """What the sample stream depends on; a checkpoint records it and a resume compares it."""
         return {
             "sources": [
                 {
@@ -314,7 +315,7 @@ class PackedDataModule(L.LightningDataModule):
                     "identity": i,
                     "num_tokens": s.num_tokens,
                     "weight": w,
-                    "sampled_sha256": None,
+                    "sampled_sha256": self.sampled(s),
                 }
                 for s, n, i, w in zip(
                     self.sources, self.names, self.identities, self.source_weights.values(), strict=True
@@ -331,12 +332,8 @@ class PackedDataModule(L.LightningDataModule):
             self._sampled[source.folder] = sampled_sha256(source.folder, source.manifest)
         return self._sampled[source.folder]
 
-    def sampled_checksums(self) -> list[str]:
-        return [self.sampled(s) for s in self.sources]
-
     def setup(self, stage: str | None = None):
         self.open_sources()
-        self.sampled_checksums()
         model = self.trainer.lightning_module if self.trainer is not None else None
         config = getattr(model, "config", None)
         if config is not None:
@@ -434,13 +431,10 @@ class PackedDataModule(L.LightningDataModule):
         return self.consumed_samples + (self.batches_taken() - self.batches_before) * world * self.batch_size
 
     def state_dict(self) -> dict:
-        fingerprint = self.fingerprint()
-        for source, checksum in zip(fingerprint["sources"], self.sampled_checksums(), strict=True):
-            source["sampled_sha256"] = checksum
         return {
             "consumed_samples": self.samples_consumed(),
             "seed": self.seed,
-            "fingerprint": fingerprint,
+            "fingerprint": self.fingerprint(),
             "segments": self.segments,
         }
 
@@ -466,14 +460,13 @@ class PackedDataModule(L.LightningDataModule):
                 f"{new['tokenizer_sha256'][:12]}... now"
             )
         was = {s["identity"]: s for s in old["sources"]}
-        for source, checksum in zip(new["sources"], self.sampled_checksums(), strict=True):
+        for source in new["sources"]:
             before = was.get(source["identity"])
-            if before is not None and before["sampled_sha256"] != checksum:
+            if before is not None and before["sampled_sha256"] != source["sampled_sha256"]:
                 changes.append(f"{source['folder']}: its bytes changed in place since the checkpoint (sampled sha256)")
-        mixture = lambda f: [(s["identity"], s["weight"]) for s in f["sources"]]  # noqa: E731
         remix = mixture(old) != mixture(new)
         if remix and not self.change_mixture:
-            changes.append(f"data.sources: {describe(old)} in the checkpoint, {describe(new)} now")
+            changes.append(f"data.sources: {mixture_text(old)} in the checkpoint, {mixture_text(new)} now")
         if changes:
             hint = (
                 "; to change the mixture from here on purpose, add --data.init_args.change_mixture true"
@@ -491,10 +484,9 @@ class PackedDataModule(L.LightningDataModule):
     def start_segment(self, old: dict):
         """A new stream segment from the resume point: the new weights, each source continuing its epoch."""
         last = self.segments[-1]
-        weights = list(last["weights"].values())
-        order = MixtureOrder(
-            [1] * len(weights), weights, self.seed, segment=len(self.segments) - 1, start=last["start"]
-        )
+        weights = list(last["weights"].values())  # counting the last segment's source choices needs no block counts
+        segment = len(self.segments) - 1
+        order = MixtureOrder([1] * len(weights), weights, self.seed, segment=segment, start=last["start"])
         offsets = dict(last["offsets"])
         for identity, picks in zip(last["weights"], order.picks_before(self.consumed_samples), strict=True):
             offsets[identity] = offsets.get(identity, 0) + int(picks)
@@ -503,14 +495,19 @@ class PackedDataModule(L.LightningDataModule):
                 "start": self.consumed_samples,
                 "weights": dict(zip(self.identities, self.source_weights.values(), strict=True)),
                 "offsets": offsets,
-                "previous": describe(old),
+                "previous": mixture_text(old),
             }
         )
         rank_zero_info(
             f"data: mixture changed at sample {self.consumed_samples:,} (segment {len(self.segments) - 1}): "
-            f"{describe(old)} -> {describe(self.fingerprint())}"
+            f"{mixture_text(old)} -> {mixture_text(self.fingerprint())}"
         )
 
 
-def describe(fingerprint: dict) -> str:
+def mixture(fingerprint: dict) -> list[tuple[str, float]]:
+    """The sources (by identity) and weights of a data fingerprint, in order."""
+    return [(s["identity"], s["weight"]) for s in fingerprint["sources"]]
+
+
+def mixture_text(fingerprint: dict) -> str:
     return "{" + ", ".join(f"{s['name']} ({s['identity'][:8]}): {s['weight']}" for s in fingerprint["sources"]) + "}"
