@@ -24,6 +24,7 @@ BigCode deduplicated The Stack:
 """
 
 import argparse
+import json
 import struct
 import sys
 from collections import Counter
@@ -148,8 +149,6 @@ class ClusterSizeReport(PipelineStep):
         self.clusters, self.out = str(clusters), str(out)
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        import json
-
         members = Counter()  # cluster size -> documents in clusters of that size
         for path in sorted(Path(self.clusters).glob("*.sizes")):
             sizes = path.read_bytes()

@@ -117,13 +117,10 @@ class _TransformerEmbedder(Embedder):
         import torch
 
         self.spec = spec
-        self.device = torch.device(
-            "cuda"
-            if spec.device == "auto" and torch.cuda.is_available()
-            else "cpu"
-            if spec.device == "auto"
-            else spec.device
-        )
+        if spec.device == "auto":
+            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        else:
+            self.device = torch.device(spec.device)
         self.dtype = getattr(torch, spec.dtype)
 
     def token_ids(self, texts: list[str]) -> list[list[int]]:

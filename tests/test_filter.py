@@ -16,6 +16,12 @@ def read_folder(folder) -> list[dict]:
     return [json.loads(line) for path in sorted(folder.glob("*.jsonl.gz")) for line in gzip.open(path, "rt")]
 
 
+def filter_args(classifier, work, corpus) -> list[str]:
+    """The filter over the corpus in 2 tasks, one after the other."""
+    tasks = ["--tasks", "2", "--workers", "1"]
+    return ["--classifier", str(classifier), "--out", str(work), "--input", str(corpus), *tasks]
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A classifier trained on 300 rated functions, and a corpus of 120 others as .py files."""
@@ -33,18 +39,7 @@ def setup(tmp_path_factory):
 def test_filter_keeps_what_the_classifier_rates_educational(tmp_path, setup, capsys):
     classifier, corpus, texts = setup
     work = tmp_path / "work"
-    args = [
-        "--classifier",
-        str(classifier),
-        "--out",
-        str(work),
-        "--input",
-        str(corpus),
-        "--tasks",
-        "2",
-        "--workers",
-        "1",
-    ]
+    args = filter_args(classifier, work, corpus)
     assert main(args) == 0
     kept, dropped = read_folder(work / "filtered"), read_folder(work / "dropped")
     threshold = json.loads((classifier / "classifier.json").read_text())["threshold"]
@@ -66,18 +61,7 @@ def test_filter_keeps_what_the_classifier_rates_educational(tmp_path, setup, cap
 def test_an_interrupted_task_resumes_from_its_cached_embeddings(tmp_path, setup):
     classifier, corpus, _ = setup
     work = tmp_path / "work"
-    args = [
-        "--classifier",
-        str(classifier),
-        "--out",
-        str(work),
-        "--input",
-        str(corpus),
-        "--tasks",
-        "2",
-        "--workers",
-        "1",
-    ]
+    args = filter_args(classifier, work, corpus)
     assert main(args) == 0
     kept = read_folder(work / "filtered")
     [cache] = (work / "embeddings").iterdir()
