@@ -4,7 +4,8 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from phi1.model import PRESETS, Phi, PhiConfig, config_from_files, describe
+from phi1.costs import config_from_files, describe
+from phi1.model import PRESETS, Phi, PhiConfig
 
 
 @pytest.mark.parametrize("name, expected", [("phi-1", 1_418_270_720), ("phi-1-small", 356_794_368)])

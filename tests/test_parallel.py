@@ -172,7 +172,7 @@ def test_activation_checkpointing_gives_the_same_loss_gradients_and_state_dict_k
 
 
 def test_activation_estimate_of_describe_matches_what_autograd_keeps():
-    """`phi1.model.training_costs` counts 24C + 4M bytes per token per block under bf16 autocast; measure what a
+    """`phi1.costs.training_costs` counts 24C + 4M bytes per token per block under bf16 autocast; measure what a
     block keeps for backward on CPU (fused attention, no attention dropout)."""
     C, M, T, B = 256, 1024, 96, 2
     config = PhiConfig.from_name("tiny", block_size=T, n_layer=1, n_embd=C, mlp_dim=M, n_head=4, resid_dropout=0.1)
