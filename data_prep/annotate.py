@@ -27,7 +27,11 @@ FineWeb-Edu and Stack-Edu found more reliable than a bare rating, as one JSON ob
 (`data_prep.llm`) asks again a bounded number of times, then reports it in ``DIR/llm/errors.jsonl``; it is
 never guessed. The engine owns resumability, retries, the cost cap and the API key (from OPENAI_API_KEY,
 written nowhere). A rerun of this command pays only for the documents not yet rated (those that failed, or
-that a budget stop left out) and rebuilds `labels.jsonl` from the engine's ledger.
+that a budget stop left out) and rebuilds `labels.jsonl` from the engine's ledger. Exit status: 0 when the rating
+ran through (documents whose requests failed are left unlabelled, see the report), 1 when the engine cannot go on
+(a refused key, an unknown model), 2 for bad flags or input, 3 when --max-cost-usd stopped it: the rating stage
+then stays unfinished, so a rerun with a higher cap carries on (in data_prep.pipeline too, before anything is
+trained on part of the labels).
 """
 
 import argparse
@@ -281,6 +285,10 @@ def rating_problem(content: str) -> str | None:
     return None
 
 
+class StoppedAtBudget(Exception):
+    """--max-cost-usd stopped the rating before the whole sample was rated (exit status 3)."""
+
+
 class Annotate(PipelineStep):
     """One task: rate the sample's documents through the LLM engine, then write the labels and the report."""
 
@@ -314,12 +322,10 @@ class Annotate(PipelineStep):
         (out / "annotation_report.json").write_text(json.dumps(report, indent=2) + "\n")
         self.stat_update("labelled", value=len(labelled))
         self.stat_update("unlabelled", value=len(documents) - len(labelled))
-        print(
-            f"{out / 'labels.jsonl'}: {len(labelled):,} of {len(documents):,} documents rated; "
-            f"${summary.cost_usd:.4f} this run, ${summary.total_cost_usd:.4f} in all"
-            + ("; stopped at the budget, rerun with a higher --max-cost-usd" if summary.stopped else ""),
-            file=sys.stderr,
-        )
+        rated = f"{out / 'labels.jsonl'}: {len(labelled):,} of {len(documents):,} documents rated"
+        print(f"{rated}; ${summary.cost_usd:.4f} this run, ${summary.total_cost_usd:.4f} in all", file=sys.stderr)
+        if summary.stopped == "budget":  # the stage stays unfinished: a rerun asks for the rest
+            raise StoppedAtBudget(f"{rated}: stopped at the cost cap; rerun with a higher --max-cost-usd to carry on")
         yield from data or ()
 
     def _sample(self):
@@ -424,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     except EngineError as error:  # a refused key, an unknown model: nothing to retry
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except StoppedAtBudget as error:
+        print(error, file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ Outputs under WORK: ``deduplicated/``, ``annotation/labels.jsonl``, ``classifier
 ``filtered/`` and ``dropped/``, ``clean/`` (the dataset, datatrove JSONL: text, id, metadata with origin and
 quality_score), ``decontamination/report.json``, ``shards/`` and ``report.json``: what every step of every
 stage kept and dropped. A rerun of the same command resumes: finished tasks are skipped, paid LLM answers and
-computed embeddings are reused.
+computed embeddings are reused. Exit status: 0 when done (or queued on SLURM), 1 when the LLM engine cannot go on,
+2 for bad flags or input, 3 when --max-cost-usd stopped the annotation (the chain stops there; a rerun with a
+higher cap carries on).
 """
 
 import argparse
@@ -32,7 +34,7 @@ from pathlib import Path
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from data_prep.annotate import annotation_stages
+from data_prep.annotate import StoppedAtBudget, annotation_stages
 from data_prep.classifier import TrainClassifier
 from data_prep.decontaminate import DecontaminationFilter, DecontaminationReport
 from data_prep.dedup import add_minhash_arguments, code_minhash_config, exact_dedup_stages, near_dedup_stages
@@ -173,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     except EngineError as error:  # a refused key, an unknown model: nothing to retry
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except StoppedAtBudget as error:  # the chain stops before the classifier; a rerun carries on
+        print(error, file=sys.stderr)
+        return 3
     if status == 0 and options.executor == "local":
         print(f"{args.out / 'clean'}: the filtered, deduplicated, decontaminated data; {args.out / 'report.json'}")
     return status

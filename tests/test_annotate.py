@@ -142,3 +142,33 @@ def test_ratings_through_the_engine_with_faults_resume_and_no_guessing(tmp_path,
             assert SECRET.encode() not in path.read_bytes(), path
     user_prompt = openai_server.chat_requests[0]["body"]["messages"][1]["content"]
     assert "additive 5-point scoring system" in user_prompt and '"score": <integer from 0 to 5>' in user_prompt
+
+
+def test_a_budget_stop_leaves_the_rating_stage_unfinished_so_a_rerun_carries_on(tmp_path, openai_server, monkeypatch):
+    """As in data_prep.pipeline (the stage is not run again once finished): a stage stopped by the cost cap must
+    not count as finished, or a rerun with a higher cap would train the classifier on the partial labels."""
+    from data_prep.annotate import StoppedAtBudget
+    from data_prep.llm import EngineSettings, Price
+
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    openai_server.reply = rating_reply
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i, text in enumerate(stdlib_functions(12)):
+        (corpus / f"f{i:02d}.py").write_text(text)
+    work = tmp_path / "work"
+    prices = {"m": Price(input=1.0, cached_input=1.0, output=1.0)}  # $ per million tokens
+
+    def run(cap: float | None) -> None:
+        engine = EngineSettings(base_url=openai_server.url, max_cost_usd=cap, prices=prices, progress=False)
+        stages = [Stage("read", [*local_readers([corpus], work), task_writer(work / "documents")])]
+        stages += annotation_stages(work / "documents", work, 12, 0, "m", engine, 6000)
+        run_stages(stages, ExecutionOptions(workers=1), work / "logs", work / "report.json")
+
+    with pytest.raises(StoppedAtBudget, match="rerun with a higher --max-cost-usd"):
+        run(cap=0.004)  # a request's worst case is about $0.001 (its prompt bytes and max_tokens)
+    labelled = len((work / "labels.jsonl").read_text().splitlines())
+    assert 0 < labelled < 12
+    run(cap=1.0)
+    assert len((work / "labels.jsonl").read_text().splitlines()) == 12
+    assert len(openai_server.chat_requests) == 12  # the rerun asked only for the missing ratings
