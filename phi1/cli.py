@@ -125,7 +125,8 @@ class PhiCLI(LightningCLI):
 
     def _parse_ckpt_path(self):
         """Lightning would load the checkpoint's hyperparameters over the command line's; on `fit` the command
-        line stays, a model.config that differs from the checkpoint's is refused, and other differences said."""
+        line stays, a model.config that differs from the checkpoint's is refused, and other differences said.
+        (LightningCLI calls this private method right after parsing, and has no public hook in its place.)"""
         if self.config.get("subcommand") != "fit":
             return super()._parse_ckpt_path()
         path = self.config.fit.get("ckpt_path")
@@ -186,7 +187,8 @@ class PhiCLI(LightningCLI):
     def accumulate_to_global_batch(self):
         """Derive the gradient accumulation from `global_batch_size` and the Trainer's devices, before any
         strategy reads it (DeepSpeed copies it into its own config at setup)."""
-        size = self._get(self.config, "global_batch_size")
+        config = self.config[self.subcommand] if self.subcommand else self.config  # run=False has no subcommand
+        size = config.get("global_batch_size")
         if size is None:
             return
         trainer, micro = self.trainer, getattr(self.datamodule, "batch_size", None)
@@ -200,7 +202,7 @@ class PhiCLI(LightningCLI):
                 "or the devices so that their product divides it"
             )
         accumulate = size // per_micro_step
-        given = self._get(self.config, "trainer").accumulate_grad_batches
+        given = config.trainer.accumulate_grad_batches
         if given not in (1, accumulate):
             raise ConfigError(
                 f"trainer.accumulate_grad_batches={given} contradicts global_batch_size={size}, which needs "
