@@ -188,13 +188,15 @@ class Phi1Embedder(_TransformerEmbedder):
         super().__init__(spec)
         import torch
 
-        from phi1.checkpoint import load_model
+        from phi1.checkpoint import HUB_FILES, load_model
+        from phi1.hub import resolve
         from phi1.tokenizer import load_tokenizer, tokenizer_hash
 
         self.tokenizer = load_tokenizer(spec.tokenizer)
         self.tokenizer.no_truncation()
         self.tokenizer.encode_special_tokens = True
-        model = load_model(spec.model).to(self.device, self.dtype).eval()
+        path = resolve(spec.model, "checkpoint", HUB_FILES)  # a hub id: the snapshot downloaded, weights and all
+        model = load_model(path).to(self.device, self.dtype).eval()
         if self.tokenizer.get_vocab_size() > model.config.vocab_size:
             raise ConfigError(
                 f"--embedder-tokenizer {spec.tokenizer} has {self.tokenizer.get_vocab_size()} tokens, more than the "
@@ -205,11 +207,10 @@ class Phi1Embedder(_TransformerEmbedder):
         self.max_length = min(spec.max_length or model.config.block_size, model.config.block_size)
         self.dim = model.config.n_embd
         self.pad_id = 0
-        path = Path(spec.model)
         self.identity = {
             "kind": "phi1",
             "model": spec.model,
-            "weights": weights_digest(path) if path.exists() else spec.model,
+            "weights": weights_digest(path),  # of the very files loaded, so a hub repo's update is another embedder
             "tokenizer": tokenizer_hash(self.tokenizer),
             "max_length": self.max_length,
             "dtype": spec.dtype,
