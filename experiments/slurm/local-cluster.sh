@@ -4,7 +4,7 @@
 #
 #   experiments/slurm/local-cluster.sh start    # install slurm-wlm + munge if missing, configure, start
 #   experiments/slurm/local-cluster.sh status   # sinfo
-#   experiments/slurm/local-cluster.sh stop     # stop the daemons this script started
+#   experiments/slurm/local-cluster.sh stop     # stop the daemons this script started (and no others)
 #
 # It writes /etc/slurm/slurm.conf for this host (one node with all its CPUs, one partition `local`) and
 # refuses to replace a slurm.conf it did not write. Processes are tracked without cgroups; requeued jobs
@@ -16,6 +16,7 @@ MARK="# written by phi1 experiments/slurm/local-cluster.sh"
 STATE=/var/lib/slurm
 LOGS=/var/log/slurm
 MUNGE_PID=/run/munge/munged.pid
+STARTED=/run/phi1-local-cluster.started  # the pid files of the daemons `start` launched: all `stop` touches
 
 die() { echo "local-cluster.sh: $*" >&2; exit 2; }
 
@@ -83,10 +84,10 @@ start() {
     chown munge:munge /etc/munge/munge.key && chmod 600 /etc/munge/munge.key
     mkdir -p /run/munge && chown munge:munge /run/munge
     if ! munge -n >/dev/null 2>&1; then
-        runuser -u munge -- munged --pid-file="$MUNGE_PID"
+        runuser -u munge -- munged --pid-file="$MUNGE_PID" && echo "$MUNGE_PID munged" >>"$STARTED"
     fi
-    pgrep -F /run/slurmctld.pid >/dev/null 2>&1 || slurmctld
-    pgrep -F /run/slurmd.pid >/dev/null 2>&1 || slurmd
+    pgrep -F /run/slurmctld.pid >/dev/null 2>&1 || { slurmctld && echo "/run/slurmctld.pid slurmctld" >>"$STARTED"; }
+    pgrep -F /run/slurmd.pid >/dev/null 2>&1 || { slurmd && echo "/run/slurmd.pid slurmd" >>"$STARTED"; }
     for _ in $(seq 30); do
         if sinfo -h -o %T 2>/dev/null | grep -qx idle; then sinfo; return; fi
         sleep 1
@@ -103,10 +104,10 @@ stop_pid() {  # stop_pid PIDFILE NAME: the daemon of that pid file, if it is run
     fi
 }
 
-stop() {
-    stop_pid /run/slurmd.pid slurmd
-    stop_pid /run/slurmctld.pid slurmctld
-    stop_pid "$MUNGE_PID" munged
+stop() {  # newest first: slurmd, slurmctld, then munged
+    [ -f "$STARTED" ] || { echo "local-cluster.sh: no daemons started by this script"; return 0; }
+    tac "$STARTED" | while read -r pidfile name; do stop_pid "$pidfile" "$name"; done
+    rm -f "$STARTED"
 }
 
 case "${1:-}" in
