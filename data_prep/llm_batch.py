@@ -1,5 +1,5 @@
 """The Batch API back-end of the LLM engine (data_prep.llm, `--backend batch`): OpenAI's asynchronous batches,
-billed at half price.
+billed at half price, for the bulk requests of paper §2.1 (annotation) and §2.2 (textbooks, exercises).
 
 Requests are uploaded as JSONL keyed by custom_id = request id; `concurrency` batches of up to `batch_size`
 requests (and under the 200 MB file limit) are open at once. Every upload and batch id goes to the manifest,

@@ -8,6 +8,7 @@ added and its docstring rewritten (so only the syntax test can catch it).
 """
 
 import ast
+import gzip
 import json
 import re
 import sysconfig
@@ -80,3 +81,8 @@ def near_copy(text: str) -> str:
     lines = text.split("\n")
     lines[len(lines) // 2] += "  # changed"
     return "\n".join(lines)
+
+
+def read_task_files(folder: Path) -> list[dict]:
+    """The documents a datatrove stage wrote to `folder` (data_prep.stages' task files), in task order."""
+    return [json.loads(line) for path in sorted(folder.glob("*.jsonl.gz")) for line in gzip.open(path, "rt")]

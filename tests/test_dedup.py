@@ -1,12 +1,11 @@
 """data_prep.dedup: exact then MinHash near-duplicate removal of code, through datatrove's executors."""
 
-import gzip
 import json
 
 import numpy as np
 import pytest
 from datatrove.pipeline.dedup import MinhashDedupSignature
-from filtering_corpus import near_copy, stdlib_functions
+from filtering_corpus import near_copy, read_task_files, stdlib_functions
 
 from data_prep.code_words import CodeWordTokenizer, code_words
 from data_prep.dedup import RAW_TEXT, candidate_probability, code_minhash_config, main
@@ -49,10 +48,6 @@ def test_signatures_estimate_the_jaccard_similarity_of_code_shingles():
     assert shingles("max_len = compute(a, b)") != shingles("max len = compute(a, b)")  # `_` is not a separator
 
 
-def read_folder(folder) -> list[dict]:
-    return [json.loads(line) for path in sorted(folder.glob("*.jsonl.gz")) for line in gzip.open(path, "rt")]
-
-
 @pytest.fixture
 def corpus(tmp_path):
     """40 functions, an exact copy (other line ends and trailing spaces), a near copy of the longest one."""
@@ -72,16 +67,16 @@ def test_exact_then_near_duplicates_are_removed_with_two_tasks(tmp_path, corpus,
     work = tmp_path / "work"
     assert main(["--out", str(work), "--input", str(folder), "--tasks", "2", "--workers", "1"]) == 0
 
-    kept = read_folder(work / "deduplicated")
+    kept = read_task_files(work / "deduplicated")
     assert len(kept) == len({doc["id"] for doc in kept}) == 40  # 42 files, one copy of each kept
     ids, pair = (
         {doc["id"] for doc in kept},
         {document_id(functions[longest]), document_id(near_copy(functions[longest]))},
     )
     assert len(ids & pair) == 1 and ids - pair == {document_id(text) for text in functions} - pair
-    [exact] = read_folder(work / "exact" / "removed")
+    [exact] = read_task_files(work / "exact" / "removed")
     assert exact["id"] == document_id(functions[3])
-    [near] = read_folder(work / "minhash" / "removed")
+    [near] = read_task_files(work / "minhash" / "removed")
     assert near["id"] in {document_id(functions[longest]), document_id(near_copy(functions[longest]))}
     assert near["metadata"]["minhash_cluster_size"] == 2
 

@@ -1,19 +1,14 @@
 """data_prep.filter: the classifier over a corpus in datatrove tasks, kept and dropped documents with their
 scores, resumption from the embedding cache."""
 
-import gzip
 import json
 
 import pytest
-from filtering_corpus import rating, stdlib_functions, write_labels
+from filtering_corpus import rating, read_task_files, stdlib_functions, write_labels
 
 from data_prep.classifier import main as train
 from data_prep.filter import main
 from data_prep.sources import document_id
-
-
-def read_folder(folder) -> list[dict]:
-    return [json.loads(line) for path in sorted(folder.glob("*.jsonl.gz")) for line in gzip.open(path, "rt")]
 
 
 def filter_args(classifier, work, corpus) -> list[str]:
@@ -41,7 +36,7 @@ def test_filter_keeps_what_the_classifier_rates_educational(tmp_path, setup, cap
     work = tmp_path / "work"
     args = filter_args(classifier, work, corpus)
     assert main(args) == 0
-    kept, dropped = read_folder(work / "filtered"), read_folder(work / "dropped")
+    kept, dropped = read_task_files(work / "filtered"), read_task_files(work / "dropped")
     threshold = json.loads((classifier / "classifier.json").read_text())["threshold"]
     assert sorted(doc["id"] for doc in kept + dropped) == sorted(document_id(text) for text in texts)
     assert all(doc["metadata"]["quality_score"] >= threshold for doc in kept)
@@ -63,7 +58,7 @@ def test_an_interrupted_task_resumes_from_its_cached_embeddings(tmp_path, setup)
     work = tmp_path / "work"
     args = filter_args(classifier, work, corpus)
     assert main(args) == 0
-    kept = read_folder(work / "filtered")
+    kept = read_task_files(work / "filtered")
     [cache] = (work / "embeddings").iterdir()
     cached = sorted(cache.glob("task-*.npz"))
     assert [path.name for path in cached] == ["task-00000-00000.npz", "task-00001-00000.npz"]
@@ -72,7 +67,7 @@ def test_an_interrupted_task_resumes_from_its_cached_embeddings(tmp_path, setup)
     (work / "logs" / "quality-filter" / "completions" / "00001").unlink()
     (work / "filtered" / "00001.jsonl.gz").write_bytes(b"")
     assert main([*args, "--embed-batch-size", "4"]) == 0  # how it runs may change on a rerun, not what it makes
-    assert read_folder(work / "filtered") == kept
+    assert read_task_files(work / "filtered") == kept
     assert sorted(cache.glob("task-*.npz")) == cached  # nothing embedded again: every vector was in the cache
 
 
@@ -80,7 +75,7 @@ def test_threshold_flag_overrides_the_classifier(tmp_path, setup):
     classifier, corpus, texts = setup
     work = tmp_path / "work"
     assert main(["--classifier", str(classifier), "--out", str(work), "--input", str(corpus), "--threshold", "0"]) == 0
-    assert len(read_folder(work / "filtered")) == len(texts) and not read_folder(work / "dropped")
+    assert len(read_task_files(work / "filtered")) == len(texts) and not read_task_files(work / "dropped")
 
 
 def test_missing_classifier_exits_2(tmp_path, setup, capsys):

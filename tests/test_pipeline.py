@@ -2,7 +2,6 @@
 classifier -> filter -> decontamination -> shards, through datatrove's LocalPipelineExecutor with 2 tasks
 (and SlurmPipelineExecutor: the job scripts here, a real cluster under `make test-slurm`)."""
 
-import gzip
 import json
 import os
 import shutil
@@ -14,7 +13,14 @@ from pathlib import Path
 
 import dill
 import pytest
-from filtering_corpus import RENAMED_HUMANEVAL_0, humaneval_0, near_copy, rating_reply, stdlib_functions
+from filtering_corpus import (
+    RENAMED_HUMANEVAL_0,
+    humaneval_0,
+    near_copy,
+    rating_reply,
+    read_task_files,
+    stdlib_functions,
+)
 from openai_server import OpenAIServer
 
 from data_prep.pipeline import main
@@ -23,24 +29,22 @@ from data_prep.sources import document_id
 SECRET = "sk-test-do-not-leak-0123456789"
 
 
-def read_task_files(folder: Path) -> list[dict]:
-    return [json.loads(line) for path in sorted(folder.glob("*.jsonl.gz")) for line in gzip.open(path, "rt")]
-
-
-@pytest.fixture
-def corpus(tmp_path) -> Path:
+def write_corpus(folder: Path) -> Path:
     """100 stdlib functions, an exact copy (CRLF line ends), a near copy and two planted HumanEval/0s."""
-    folder = tmp_path / "corpus"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     functions = stdlib_functions(100)
     for i, text in enumerate(functions):
         (folder / f"f{i:03d}.py").write_text(text)
     (folder / "copy.py").write_bytes(functions[10].replace("\n", "\r\n").encode())
-    longest = max(functions, key=len)
-    (folder / "near.py").write_text(near_copy(longest))
+    (folder / "near.py").write_text(near_copy(max(functions, key=len)))
     (folder / "humaneval_0.py").write_text(humaneval_0())
     (folder / "renamed.py").write_text(RENAMED_HUMANEVAL_0)
     return folder
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    return write_corpus(tmp_path / "corpus")
 
 
 def chain_args(work: Path, corpus: Path, url: str, tokenizer: Path, *extra: str) -> list[str]:
@@ -208,15 +212,7 @@ def test_whole_chain_on_slurm(tmp_path_factory, code_tokenizer, monkeypatch):
     if partition is None:
         pytest.skip("no SLURM cluster answers `sinfo` (make test-slurm starts one)")
     base = tmp_path_factory.mktemp("slurm")  # one node: the jobs see this machine's files
-    corpus_folder = base / "corpus"
-    corpus_folder.mkdir(parents=True, exist_ok=True)
-    functions = stdlib_functions(100)
-    for i, text in enumerate(functions):
-        (corpus_folder / f"f{i:03d}.py").write_text(text)
-    (corpus_folder / "copy.py").write_bytes(functions[10].replace("\n", "\r\n").encode())
-    (corpus_folder / "near.py").write_text(near_copy(max(functions, key=len)))
-    (corpus_folder / "humaneval_0.py").write_text(humaneval_0())
-    (corpus_folder / "renamed.py").write_text(RENAMED_HUMANEVAL_0)
+    corpus_folder = write_corpus(base / "corpus")
     tokenizer = base / "tokenizer.json"
     shutil.copy(code_tokenizer, tokenizer)
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
