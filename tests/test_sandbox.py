@@ -210,6 +210,30 @@ for target in {[str(path) for path in targets]!r}:
     assert sandbox.run("import os\nassert os.listdir('.') == []\n").passed  # the next program starts empty
 
 
+def test_what_a_program_can_read_is_what_the_docstring_says(sandbox, tmp_path, repo_root):
+    """No level shows the caller's temporary files; only bwrap also hides the rest of the host (unshare shows
+    world-readable files such as this repository's)."""
+    tmp_path.chmod(0o755)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("precious")
+    secret.chmod(0o644)
+    targets = [str(secret), str(repo_root / "README.md")]
+    program = f"""
+for target in {targets!r}:
+    try:
+        open(target).read(1)
+        print("READ", target)
+    except OSError:
+        pass
+"""
+    result = sandbox.run(program)
+    assert result.passed, result.stderr
+    read = [line.removeprefix("READ ") for line in result.stdout.splitlines()]
+    assert str(secret) not in read
+    hidden_at_unshare = str(repo_root).startswith(("/root/", "/home/", "/tmp/", "/var/tmp/"))
+    assert (str(repo_root / "README.md") in read) == (sandbox.level == "unshare" and not hidden_at_unshare), read
+
+
 def test_the_parents_secrets_are_invisible(sandbox, monkeypatch):
     secret = "phi1-" + secrets.token_hex(16)
     monkeypatch.setenv("PHI1_TEST_SECRET", secret)
