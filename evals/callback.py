@@ -15,6 +15,7 @@ from evals.generate import sample_completions
 from evals.problems import load_problems
 from evals.sandbox import Sandbox
 from evals.time_limits import FACTOR, FLOOR, calibrate
+from phi1.errors import ConfigError
 from phi1.tokenizer import load_tokenizer
 
 
@@ -41,7 +42,7 @@ class PassAtOneCallback(L.Callback):
             time_floor, time_factor, workers: the sandbox, as `python -m evals.evaluate`'s flags.
         """
         if every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be at least 1, got {every_n_steps}")
+            raise ConfigError(f"every_n_steps must be at least 1, got {every_n_steps}")
         self.tokenizer_source, self.every_n_steps = tokenizer, every_n_steps
         self.benchmark, self.data, self.limit = benchmark, data, limit
         self.max_new_tokens, self.batch_size, self.workers = max_new_tokens, batch_size, workers

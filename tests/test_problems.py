@@ -128,7 +128,7 @@ def test_mbpp_loads_offline_and_the_hub_source_is_an_explicit_choice(run_python,
     hub = "from evals.problems import load_problems; load_problems('mbpp', 'hub')"
     refused = run_python("-c", hub, env=offline, check=False)
     assert refused.returncode != 0 and "cannot load google-research-datasets/mbpp" in refused.stderr
-    with pytest.raises(ValueError, match="data='hub' reads MBPP"):
+    with pytest.raises(ConfigError, match="data='hub' reads MBPP"):
         load_problems("humaneval", "hub")
 
 
@@ -174,9 +174,9 @@ def test_bad_problem_files_are_reported_by_file_line_and_field(tmp_path, lines, 
 
 
 def test_bad_arguments_are_reported_by_name(tmp_path):
-    with pytest.raises(ValueError, match="unknown benchmark 'humaneva'"):
+    with pytest.raises(ConfigError, match="unknown benchmark 'humaneva'"):
         load_problems("humaneva")
-    with pytest.raises(ValueError, match="mbpp_prompt must be one of zero-shot, three-shot"):
+    with pytest.raises(ConfigError, match="mbpp_prompt must be one of zero-shot, three-shot"):
         load_problems("mbpp", mbpp_prompt="five-shot")
     with pytest.raises(ConfigError, match="no such file"):
         load_problems("humaneval", tmp_path / "absent.jsonl")
