@@ -234,15 +234,16 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
 def start_source_job(args: argparse.Namespace, settings: dict) -> tuple[ExecutionOptions, list[BaseReader]]:
     """The execution options and source readers of a command line with the source and execution flags (above,
     data_prep.stages) and the work folder --out. The flags and inputs are checked first (ConfigError naming what is
-    wrong, The Stack's token included), then --out is claimed for a job of `settings` (`claim_work_folder`) and
-    the lists of local files are written in it."""
+    wrong, The Stack's token included), then --out is claimed for a job of `settings` (`claim_work_folder`; the
+    folder's own path is not one of them: a folder moved, or named by another path, holds the same job) and the
+    lists of local files are written in it."""
     options = execution_options(args)
     files = input_files(args.input)
     if args.stack:
         require_hub_token(STACK_DATASET)
     if not (files or args.stack or args.stackoverflow):
         raise ConfigError("no input: give --input PATH, --stack and/or --stackoverflow")
-    claim_work_folder(args.out, settings)
+    claim_work_folder(args.out, {key: value for key, value in settings.items() if key != "out"})
     readers = _file_readers(files, args.out, args.field, args.limit)
     if args.stack:
         readers.append(stack_reader(args.limit))
