@@ -15,6 +15,7 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.strategies import FSDPStrategy
+from torch import nn
 from torch.nn import functional as F
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -48,7 +49,7 @@ class PhiLitModule(L.LightningModule):
         """
         Args:
             config: a preset of `phi1.model.PRESETS` and the fields that differ from it (dropout, ...).
-            optimizer: weight decay applies to 2-D weights only; biases, LayerNorms and the embedding get none.
+            optimizer: weight decay applies to the Linear weights only; biases, LayerNorms and the embedding get none.
             scheduler: stepped every optimizer step and built as `scheduler(optimizer, trainer.max_steps)`, so
                 its length follows the run's, e.g. `phi1.schedule.WarmupDecayLR`; None keeps lr constant.
             init_from: weights to start from: a phi1 `.ckpt`, or a `PhiForCausalLM` folder or hub id.
@@ -196,9 +197,12 @@ class PhiLitModule(L.LightningModule):
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self):
+        """Weight decay on the Linear weights only, chosen by module rather than by shape: FSDP leaves every
+        parameter a flat 1-D shard by the time the optimizer is built."""
+        linear = {id(m.weight) for m in self.model.modules() if isinstance(m, nn.Linear)}
         decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            (decay if p.dim() == 2 and not name.startswith("embed_tokens") else no_decay).append(p)
+        for p in self.model.parameters():
+            (decay if id(p) in linear else no_decay).append(p)
         optimizer = self.optimizer([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
         if self.scheduler is None:
             return optimizer

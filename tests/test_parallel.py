@@ -221,3 +221,40 @@ def test_deepspeed_stage_2_logs_the_engines_gradient_norm(tmp_path, code_shards,
     assert len(ds["train/grad_norm"]) == 3  # once per optimizer step, not per micro-batch
     for tag in one:
         torch.testing.assert_close(ds[tag], one[tag], rtol=1e-4, atol=0)
+
+
+def decay_groups_under_fsdp(rank: int, port: int, out: str):
+    """One of 2 gloo ranks: the optimizer groups `PhiLitModule` makes for a model FSDP has sharded as the overlay
+    does (each Block a unit, `use_orig_params`, full shard), written to `out` by rank 0."""
+    import torch.distributed as dist
+    from torch.distributed.fsdp import FullyShardedDataParallel
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        module = PhiLitModule(PhiConfig.from_name("tiny", vocab_size=64, block_size=32, n_layer=2))
+        module.configure_model()
+        FullyShardedDataParallel(
+            module, device_id=torch.device("cpu"), use_orig_params=True, auto_wrap_policy=ModuleWrapPolicy({Block})
+        )
+        groups = module.configure_optimizers().param_groups
+        if rank == 0:
+            torch.save([[p.dim() for p in g["params"]] for g in groups], out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_weight_decay_reaches_the_linear_weights_of_an_fsdp_sharded_model(tmp_path):
+    """FSDP leaves every parameter a flat 1-D shard, so a decay group chosen by shape would be empty there."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(decay_groups_under_fsdp, args=(port, str(tmp_path / "groups.pt")), nprocs=2)
+    decay, no_decay = torch.load(tmp_path / "groups.pt")
+    assert len(decay) == 2 * 4 + 1  # qkv, dense, fc1, fc2 per block, and the head
+    assert len(no_decay) == 1 + 2 * 6 + 2 + 1  # embedding; per block a LayerNorm's 2 and 4 biases; final LN; head bias
+    assert set(decay) == {1}  # sharded: the shapes no longer tell weights from biases
