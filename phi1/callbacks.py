@@ -132,6 +132,8 @@ class ExactResume(L.Callback):
         self.defer_requeue(trainer)
 
     def defer_requeue(self, trainer):
+        # the Trainer's cluster environment (SLURMEnvironment) is public only on parallel strategies; Lightning's own
+        # signal handling reads it where this does
         environment = getattr(trainer._accelerator_connector, "cluster_environment", None)
         signum = getattr(environment, "requeue_signal", None)
         if signum is None or not getattr(environment, "auto_requeue", False):
