@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from evals.evaluate import evaluate
+from evals.evaluate import evaluate, main
 from evals.pass_at_k import mean_pass_at_k, pass_at_k
 from evals.problems import Problem, load_problems
 from evals.sandbox import Sandbox, detect_isolation
@@ -28,28 +28,40 @@ def write_jsonl(path, rows):
     return path
 
 
+def cli_argv(tmp_path, samples, out) -> list[str]:
+    """The CLI's arguments on humaneval with `samples` (rows or raw lines) written to tmp_path/samples.jsonl."""
+    samples_path = write_jsonl(tmp_path / "samples.jsonl", samples)
+    return ["--benchmark", "humaneval", "--samples", str(samples_path), "--out", str(out), *UNSAFE]
+
+
 @pytest.fixture
-def evaluate_cli(run_python, tmp_path):
-    """Run the CLI on humaneval with `samples` (rows or raw lines); returns (process, output path)."""
+def evaluate_cli(tmp_path, monkeypatch, capsys):
+    """`python -m evals.evaluate` on humaneval with `samples` in this process (the subprocess test below runs the real
+    command); returns (exit status, stderr, output path)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
     def run(samples, *args, out=None):
         out = out or tmp_path / "results.jsonl"
-        samples_path = write_jsonl(tmp_path / "samples.jsonl", samples)
-        argv = ["-m", "evals.evaluate", "--benchmark", "humaneval", "--samples", str(samples_path), "--out", str(out)]
-        cache = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
-        return run_python(*argv, *UNSAFE, *args, check=False, env=cache), out
+        capsys.readouterr()
+        try:
+            status = main([*cli_argv(tmp_path, samples, out), *args])
+        except SystemExit as exit:  # argparse's usage errors
+            status = exit.code
+        return status, capsys.readouterr().err, out
 
     return run
 
 
-def test_the_cli_grades_samples_and_ends_with_a_json_summary(evaluate_cli):
+def test_the_cli_grades_samples_and_ends_with_a_json_summary(run_python, tmp_path):
     samples = [
         {"task_id": "HumanEval/0", "completion": RIGHT_0},
         {"task_id": "HumanEval/0", "completion": WRONG_0},
         {"task_id": "HumanEval/2", "completion": RIGHT_2},
         {"task_id": "HumanEval/2", "completion": "    import sys\n    sys.exit(0)\n"},
     ]
-    process, out = evaluate_cli(samples)
+    out = tmp_path / "results.jsonl"
+    argv = ["-m", "evals.evaluate", *cli_argv(tmp_path, samples, out)]
+    process = run_python(*argv, check=False, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert process.returncode == 0, process.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(row["task_id"], row["passed"]) for row in rows] == [
@@ -89,9 +101,9 @@ def test_the_cli_grades_samples_and_ends_with_a_json_summary(evaluate_cli):
     ],
 )
 def test_bad_samples_exit_2_naming_file_line_and_field(evaluate_cli, tmp_path, samples, message):
-    process, out = evaluate_cli(samples)
-    assert process.returncode == 2
-    assert str(tmp_path / "samples.jsonl") + message in process.stderr
+    status, err, out = evaluate_cli(samples)
+    assert status == 2 and err.startswith("error: ") and len(err.splitlines()) == 1
+    assert str(tmp_path / "samples.jsonl") + message in err
     assert not out.exists()
 
 
@@ -99,19 +111,17 @@ def test_an_existing_output_is_never_clobbered_without_overwrite(evaluate_cli, t
     out = tmp_path / "precious.jsonl"
     out.write_text("the user's file\n")
     samples = [{"task_id": "HumanEval/2", "completion": RIGHT_2}]
-    process, _ = evaluate_cli(samples, out=out)
-    assert process.returncode == 2 and "--overwrite" in process.stderr
+    status, err, _ = evaluate_cli(samples, out=out)
+    assert status == 2 and "--overwrite" in err
     assert out.read_text() == "the user's file\n"
-    process, _ = evaluate_cli(samples, "--overwrite", out=out)
-    assert process.returncode == 0, process.stderr
+    status, err, _ = evaluate_cli(samples, "--overwrite", out=out)
+    assert status == 0, err
     assert json.loads(out.read_text())["passed"] is True
 
 
-def test_an_unknown_benchmark_exits_2(run_python, tmp_path):
-    samples = write_jsonl(tmp_path / "samples.jsonl", [{"task_id": "HumanEval/0", "completion": ""}])
-    argv = ["--benchmark", "humaneva", "--samples", str(samples), "--out", str(tmp_path / "out.jsonl")]
-    process = run_python("-m", "evals.evaluate", *argv, check=False)
-    assert process.returncode == 2 and "unknown benchmark 'humaneva'" in process.stderr
+def test_an_unknown_benchmark_exits_2(evaluate_cli):
+    status, err, _ = evaluate_cli([{"task_id": "HumanEval/0", "completion": ""}], "--benchmark", "humaneva")
+    assert status == 2 and err.startswith("error: unknown benchmark 'humaneva'") and len(err.splitlines()) == 1
 
 
 def test_evaluate_reports_pass_at_k_up_to_the_fewest_samples_per_problem():
@@ -140,8 +150,8 @@ def test_evaluate_rejects_samples_of_unknown_tasks():
     ],
 )
 def test_limits_that_cannot_grade_are_refused(evaluate_cli, flags, message):
-    process, out = evaluate_cli([{"task_id": "HumanEval/2", "completion": RIGHT_2}], *flags)
-    assert process.returncode == 2 and message in process.stderr and not out.exists()
+    status, err, out = evaluate_cli([{"task_id": "HumanEval/2", "completion": RIGHT_2}], *flags)
+    assert status == 2 and message in err and not out.exists()
 
 
 # Time limits (evals/time_limits.py, evals/sandbox.py)
