@@ -39,17 +39,18 @@ def generate_cli(capsys, *argv) -> tuple[int, str]:
     return status, capsys.readouterr().err
 
 
-def test_generate_then_evaluate_humaneval_through_the_clis(tmp_path, tiny_ckpt, code_tokenizer, run_python):
+def test_generate_then_evaluate_humaneval_through_the_clis(tmp_path, tiny_ckpt, code_tokenizer, run_python, capsys):
+    """Both commands as real subprocesses; the refusal and the resume in between run generate in this process."""
     samples = tmp_path / "samples.jsonl"
-    common = ["-m", "evals.generate", "--checkpoint", str(tiny_ckpt), "--tokenizer", str(code_tokenizer)]
+    common = ["--checkpoint", str(tiny_ckpt), "--tokenizer", str(code_tokenizer)]
     common += ["--benchmark", "humaneval", "--out", str(samples), "--max-new-tokens", "24", "--batch-size", "3"]
-    run_python(*common, "--limit", "2", "--n", "2", "--temperature", "0.8")
+    run_python("-m", "evals.generate", *common, "--limit", "2", "--n", "2", "--temperature", "0.8")
     rows = [json.loads(line) for line in samples.read_text().splitlines()]
     assert [r["task_id"] for r in rows].count("HumanEval/0") == 2 and len(rows) == 4
     assert not any(stop in r["completion"] for r in rows for stop in HUMANEVAL_STOPS)
-    refused = run_python(*common, "--limit", "3", check=False)
-    assert refused.returncode == 2 and "--resume" in refused.stderr
-    run_python(*common, "--limit", "3", "--n", "2", "--temperature", "0.8", "--resume")
+    status, err = generate_cli(capsys, *common, "--limit", "3")
+    assert status == 2 and "--resume" in err
+    assert generate_cli(capsys, *common, "--limit", "3", "--n", "2", "--temperature", "0.8", "--resume")[0] == 0
     resumed = [json.loads(line) for line in samples.read_text().splitlines()]
     assert len(resumed) == 6 and resumed[:4] == rows and [r["task_id"] for r in resumed[4:]] == ["HumanEval/2"] * 2
     results = tmp_path / "results.jsonl"
