@@ -237,10 +237,10 @@ class DecontaminationFilter(BaseFilter):
             solutions = [ref.docstring + "\n" + ref.solution for ref in self.index.references]
             self.reference_vectors = _unit_rows(self.embedder.embed(solutions))
         self.matches: list[dict] = []
-        self.records, self.removed_at = 0, dict.fromkeys(TAU_GRID, 0)
+        self.removed_at = dict.fromkeys(TAU_GRID, 0)
         yield from super().run(data, rank, world_size)
         report = {
-            "records": self.records,
+            "records": self.stats["total"].total,
             "flagged": self.stats["dropped"].total,
             "removed_at": self.removed_at,
             "matches": self.matches,
@@ -263,7 +263,6 @@ class DecontaminationFilter(BaseFilter):
         return [(int(row.argmin()), float(row.min())) for row in distances]
 
     def _check(self, doc: Document, near: tuple[int, float] | None) -> bool:
-        self.records += 1
         found = [(index, "ngram", count) for index, count in self.index.ngram_matches(doc.text).items()]
         found += [
             (index, "ast", round(rate, 4)) for index, rate in self.index.ast_matches(doc.text, self.floor).items()
