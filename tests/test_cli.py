@@ -53,7 +53,7 @@ def test_fit_of_the_tiny_config_through_the_cli_lowers_the_loss(
     cut = run / "checkpoints" / "last-v1.ckpt"  # a save cut short by a kill is passed over, not loaded
     cut.write_bytes((run / "checkpoints" / "last.ckpt").read_bytes()[:4096])
     again = overlay(tmp_path, code_shards, steps=50)
-    run_python("-m", "phi1.cli", "fit", "--config", tiny, "--config", again, "--ckpt_path", "last")
+    assert cli(monkeypatch, capsys, "fit", "--config", tiny, "--config", again, "--ckpt_path", "last")[0] == 0
     assert len(scalars(run, "train/loss")) == 5
     assert (run / "config.yaml").read_text() == first_config
     assert yaml.safe_load((run / "config-1.yaml").read_text())["trainer"]["max_steps"] == 50
@@ -66,11 +66,11 @@ def test_fit_of_the_tiny_config_through_the_cli_lowers_the_loss(
     assert len(scalars(run, "train/loss")) == 5 and not (run / "config-2.yaml").exists()
 
 
-def test_print_config_shows_the_whole_run(run_python, repo_root):
-    out = run_python(
-        "-m", "phi1.cli", "fit", "--config", str(repo_root / "experiments" / "phi1.yaml"), "--print_config"
-    )
-    config = yaml.safe_load(out.stdout)
+def test_print_config_shows_the_whole_run(monkeypatch, capsys, repo_root):
+    paper = str(repo_root / "experiments" / "phi1.yaml")
+    code, out, _ = cli(monkeypatch, capsys, "fit", "--config", paper, "--print_config")
+    assert code == 0
+    config = yaml.safe_load(out)
     assert config["model"]["optimizer"]["init_args"]["lr"] == 1e-3
     assert config["global_batch_size"] == 1024  # the accumulation follows from it (tests/test_parallel.py)
 
@@ -84,34 +84,19 @@ def test_print_config_shows_the_whole_run(run_python, repo_root):
         ("--trainer.max_stepz=3", "max_stepz"),
     ],
 )
-def test_bad_config_key_or_value_is_a_clear_error(run_python, repo_root, arg, message):
-    out = run_python(
-        "-m",
-        "phi1.cli",
-        "fit",
-        "--config",
-        str(repo_root / "experiments" / "tiny.yaml"),
-        arg,
-        "--print_config",
-        check=False,
-    )
-    assert out.returncode != 0
-    assert message in out.stderr
+def test_bad_config_key_or_value_is_a_clear_error(monkeypatch, capsys, repo_root, arg, message):
+    tiny = str(repo_root / "experiments" / "tiny.yaml")
+    code, _, err = cli(monkeypatch, capsys, "fit", "--config", tiny, arg, "--print_config")
+    assert code != 0
+    assert message in err
 
 
-def test_finetune_overlay_matches_the_paper_and_inherits_the_rest(run_python, repo_root):
+def test_finetune_overlay_matches_the_paper_and_inherits_the_rest(monkeypatch, capsys, repo_root):
     experiments = repo_root / "experiments"
-    out = run_python(
-        "-m",
-        "phi1.cli",
-        "fit",
-        "--config",
-        str(experiments / "phi1.yaml"),
-        "--config",
-        str(experiments / "phi1-finetune.yaml"),
-        "--print_config",
-    )
-    config = yaml.safe_load(out.stdout)
+    paper, finetune = str(experiments / "phi1.yaml"), str(experiments / "phi1-finetune.yaml")
+    code, out, _ = cli(monkeypatch, capsys, "fit", "--config", paper, "--config", finetune, "--print_config")
+    assert code == 0
+    config = yaml.safe_load(out)
     t, m, d = config["trainer"], config["model"], config["data"]["init_args"]
     assert config["global_batch_size"] == 256 and t["accumulate_grad_batches"] == 1  # derived at start-up
     assert m["optimizer"]["init_args"]["lr"] == 1e-4 and m["optimizer"]["init_args"]["weight_decay"] == 0.01
@@ -138,8 +123,8 @@ def test_the_paper_config_without_its_data_says_what_is_missing_and_how_to_build
     assert "GPU available" not in out.stderr  # reported before the Trainer (and any process group) is made
 
 
-def cli_error(monkeypatch, capsys, *args) -> str:
-    """`phi1.cli.main(["fit", *args])` in this process; it must exit 2 with one `error:` line and no traceback."""
+def cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """`python -m phi1.cli ARGS` run in this process (`phi1.cli.main`): (exit status, stdout, stderr)."""
     from phi1.cli import main
 
     for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):  # set by seed_everything; restored afterwards
@@ -148,11 +133,21 @@ def cli_error(monkeypatch, capsys, *args) -> str:
         for handler in logging.getLogger(logger).handlers:
             if isinstance(handler, logging.StreamHandler):
                 monkeypatch.setattr(handler, "stream", sys.stderr)
-    with pytest.raises(SystemExit) as exit:
-        main(["fit", *args])
-    err = capsys.readouterr().err
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exit:
+        code = exit.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def cli_error(monkeypatch, capsys, *args) -> str:
+    """`cli(["fit", *args])`; it must exit 2 with one `error:` line and no traceback."""
+    code, _, err = cli(monkeypatch, capsys, "fit", *args)
     errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert exit.value.code == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
     return errors[0]
 
 
