@@ -328,11 +328,13 @@ def merge_reports(parts: list[Path], references: list[Reference], settings: dict
 
 
 def record_adapter(reader, data: dict, path: str, id_in_file: int | str) -> dict:
-    """A JSONL record, kept whole in metadata["record"] so it is written back unchanged."""
-    text = data.get(reader.text_key)
+    """A JSONL record, kept whole in metadata["record"] so it is written back unchanged. Its text is the field
+    `--field` names, or the concatenation of several joined by "+" (a CodeExercise: prompt+completion)."""
     where = f"{local_path(reader, path)}:{int(id_in_file) + 1}"
-    if not isinstance(text, str):
+    parts = [data.get(key) for key in reader.text_key.split("+")]
+    if not all(isinstance(part, str) for part in parts):
         raise ConfigError(f"{where}: field {reader.text_key!r} missing or not a string (set --field)")
+    text = "".join(parts)
     return {"text": text, "id": str(data.get("id") or document_id(text)), "metadata": {"record": data, "where": where}}
 
 
@@ -401,7 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="JSONL of the records not flagged")
     parser.add_argument("--report", type=Path, required=True, help="JSON report of the matches")
     parser.add_argument("--benchmarks", default="humaneval,mbpp", help="comma-separated: humaneval, mbpp, or files")
-    parser.add_argument("--field", default="text", help="the text field of the records")
+    parser.add_argument(
+        "--field", default="text", help="the text field of the records; a+b joins fields (prompt+completion)"
+    )
     parser.add_argument("--threshold", type=float, default=0.9, help="AST match rate τ from which a record is flagged")
     parser.add_argument("--ngram", type=int, default=13, help="n of the docstring n-gram test")
     parser.add_argument("--min-nodes", type=int, default=16, help="smallest reference solution the AST test uses")

@@ -93,6 +93,20 @@ def test_cli_keeps_clean_records_whole_and_reports_each_match(tmp_path, capsys):
     assert "holds a job with other settings" in capsys.readouterr().err
 
 
+def test_an_exercise_is_checked_as_its_prompt_and_completion_together(tmp_path):
+    """A CodeExercise holds the signature and docstring in `prompt` and the body in `completion`: a copied
+    HumanEval solution is only whole, and only caught, when both are read."""
+    solution = humaneval_0()
+    cut = solution.index('"""', solution.index('"""') + 3) + 4  # after the docstring's closing quotes
+    inputs = write_records(tmp_path / "in.jsonl", [{"prompt": solution[:cut], "completion": solution[cut:]}])
+    reports = {}
+    for field in ("completion", "prompt+completion"):
+        out, report = tmp_path / f"{field}.jsonl", tmp_path / f"{field}.json"
+        assert main([str(inputs), "--field", field, "--out", str(out), "--report", str(report), "--workers", "1"]) == 0
+        reports[field] = json.loads(report.read_text())["flagged"]
+    assert reports == {"completion": 0, "prompt+completion": 1}
+
+
 def test_pruning_at_lower_tau_keeps_listing_the_weaker_matches(tmp_path):
     """A copy with more added is removed at τ = 0.85 but not at 0.9: the report shows both, for the paper's
     pruning experiment, while --threshold decides what is dropped."""
