@@ -52,6 +52,11 @@ def load_model(source: str | Path, map_location: str = "cpu") -> Phi:
 def load_checkpoint(source: str | Path, map_location: str = "cpu") -> tuple[Phi, str | None]:
     """(`Phi`, the sha256 of the tokenizer it was trained with where the checkpoint records it, else None)."""
     path = resolve(source, "checkpoint", HUB_FILES)
+    if (path / "checkpoint").is_dir():  # Lightning's DeepSpeedStrategy writes a folder; fp32 weights need ZeRO's merge
+        raise ConfigError(
+            f"{path} is a DeepSpeed checkpoint folder: convert it to one file first with lightning.pytorch.utilities."
+            f"deepspeed.convert_zero_checkpoint_to_fp32_state_dict('{path}', 'model.ckpt')"
+        )
     if path.is_dir():
         return load_hf(path), None
     try:  # mmap: no copy of the optimizer state

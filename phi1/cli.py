@@ -47,10 +47,24 @@ class SaveLaunchConfig(SaveConfigCallback):
         super().setup(trainer, pl_module, stage)
 
 
+def read_checkpoint(path: str | Path) -> dict:
+    """A Lightning checkpoint's contents with its tensors memory-mapped, none read: a file, or the folder Lightning's
+    DeepSpeedStrategy writes, whose Lightning state (all but weights and optimizer) is in DeepSpeed's model-states
+    file beside the weights."""
+    path = Path(path)
+    if not path.is_dir():
+        return torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    states = sorted((path / "checkpoint").glob("*mp_rank_00_model_states.pt"))  # tag "checkpoint": Lightning's
+    if not states:
+        raise FileNotFoundError(f"{path} is a folder without DeepSpeed's checkpoint/mp_rank_00_model_states.pt")
+    # DeepSpeed stores Python objects beside the tensors (its config, sets of names), as Lightning loads it
+    return torch.load(states[0], map_location="cpu", mmap=True, weights_only=False)
+
+
 def checkpoint_step(path: Path) -> int | None:
     """The global step a checkpoint holds, reading no tensors; None for a file cut short or not a checkpoint."""
     try:
-        return int(torch.load(path, map_location="cpu", mmap=True, weights_only=True)["global_step"])
+        return int(read_checkpoint(path)["global_step"])
     except Exception:
         rank_zero_info(f"skipping {path}: not a readable checkpoint")
         return None
@@ -108,8 +122,14 @@ class PhiCLI(LightningCLI):
         requeued = any(self.run_dir.glob("hpc_ckpt_*.ckpt")) or int(os.environ.get("SLURM_RESTART_COUNT", 0)) > 0
         if ckpt in ("last", "hpc") or (ckpt is None and requeued):
             found = newest_checkpoint(self.run_dir, "" if ckpt == "hpc" else "last*.ckpt")
+            held = sorted(self.run_dir.rglob("*.ckpt")) if self.run_dir.is_dir() else []
             if found is None and ckpt is not None:
                 raise ConfigError(f"--ckpt_path {ckpt}: the run folder {self.run_dir} holds no {ckpt} checkpoint")
+            if found is None and held:  # a requeued run must not start over beside checkpoints it cannot read
+                raise ConfigError(
+                    f"requeued run: the run folder {self.run_dir} holds checkpoints ({held[-1]}, ...) but no readable "
+                    "hpc or last one; resume one with --ckpt_path, or move them away to start over"
+                )
             if found is not None:
                 rank_zero_info(f"resuming {self.run_dir} from {found}")
                 config.ckpt_path = str(found)
@@ -120,7 +140,7 @@ class PhiCLI(LightningCLI):
                     f"the run folder {self.run_dir} already holds checkpoints ({held[-1]}, ...): resume it with "
                     "--ckpt_path last, or give the new run another name (--trainer.logger.init_args.name)"
                 )
-        elif ckpt is not None and not Path(ckpt).is_file():
+        elif ckpt is not None and not Path(ckpt).exists():
             raise ConfigError(f"--ckpt_path {ckpt}: no such file")
 
     def _parse_ckpt_path(self):
@@ -133,15 +153,16 @@ class PhiCLI(LightningCLI):
         if not path:
             return
         try:
-            ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+            ckpt = read_checkpoint(path)
         except Exception as error:  # truncated, not a torch file, or not ours
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise ConfigError(
                 f"--ckpt_path {path}: not a readable checkpoint ({type(error).__name__}: {first[:200]})"
             ) from None
-        if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        deepspeed = Path(path).is_dir()  # weights and optimizer state in DeepSpeed's own files
+        if not isinstance(ckpt, dict) or not (deepspeed or "state_dict" in ckpt):
             raise ConfigError(f"--ckpt_path {path}: not a Lightning checkpoint (no state_dict)")
-        if "loops" not in ckpt or "optimizer_states" not in ckpt:
+        if "loops" not in ckpt or not (deepspeed or "optimizer_states" in ckpt):
             raise ConfigError(
                 f"--ckpt_path {path} holds model weights only (no optimizer or loop state), so there is no run to "
                 f"resume; start a new run from them with --model.init_from {path}"

@@ -231,3 +231,31 @@ def test_a_run_that_trained_then_failed_before_its_first_checkpoint_keeps_its_lo
         main(["fit", "--config", tiny, "--config", config, "--trainer.callbacks+=test_cli.FailAtStep"])
     run = tmp_path / "runs" / "tiny"
     assert not list(run.rglob("*.ckpt")) and len(scalars(run, "train/loss")) == 1  # step 1's curve is still there
+
+
+def test_a_requeued_run_whose_checkpoints_cannot_be_read_stops_instead_of_starting_over(
+    monkeypatch, capsys, tmp_path, code_shards
+):
+    run = tmp_path / "runs" / "tiny"
+    run.mkdir(parents=True)
+    (run / "hpc_ckpt_1.ckpt").write_bytes(b"PK\x03\x04 cut short by the kill at the time limit")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    tiny = str(Path(__file__).parents[1] / "experiments" / "tiny.yaml")
+    line = cli_error(monkeypatch, capsys, "--config", tiny, "--config", overlay(tmp_path, code_shards, steps=4))
+    assert f"requeued run: the run folder {run} holds checkpoints ({run / 'hpc_ckpt_1.ckpt'}, ...)" in line
+    assert sorted(p.name for p in run.iterdir()) == ["hpc_ckpt_1.ckpt"]  # nothing trained or written there
+
+
+def test_a_deepspeed_checkpoint_folder_is_found_by_its_step(tmp_path):
+    """Lightning's DeepSpeedStrategy saves a checkpoint as a folder: DeepSpeed's `save_checkpoint(path,
+    client_state=<Lightning's checkpoint without state_dict and optimizer_states>, tag="checkpoint")`."""
+    from phi1.cli import newest_checkpoint
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"global_step": 4, "loops": {}}, run / "checkpoints" / "last.ckpt")
+    states = run / "hpc_ckpt_1.ckpt" / "checkpoint" / "mp_rank_00_model_states.pt"
+    states.parent.mkdir(parents=True)
+    torch.save({"module": {"w": torch.zeros(2)}, "global_step": 6, "loops": {}, "csr_tensor_module_names": set()}, states)
+    (run / "hpc_ckpt_1.ckpt" / "latest").write_text("checkpoint")
+    assert newest_checkpoint(run) == run / "hpc_ckpt_1.ckpt"

@@ -11,6 +11,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from phi1.checkpoint import load_checkpoint, load_hf, load_model, main, save_hf, save_model  # noqa: E402
+from phi1.errors import ConfigError  # noqa: E402
 from phi1.generate import generate  # noqa: E402
 from phi1.hf import config_from_hf, to_transformers  # noqa: E402
 from phi1.hub import is_hub_id  # noqa: E402
@@ -226,3 +227,10 @@ def test_the_hf_mapping_imports_no_file_handling():
     """phi1.hf is the pure mapping; loading and saving live in phi1.checkpoint, which uses it (no import cycle)."""
     code = "import sys, phi1.hf; print('phi1.checkpoint' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_a_deepspeed_checkpoint_folder_says_how_to_convert_it(tmp_path):
+    folder = tmp_path / "last.ckpt"
+    (folder / "checkpoint").mkdir(parents=True)  # Lightning's DeepSpeedStrategy layout
+    with pytest.raises(ConfigError, match=f"{folder} is a DeepSpeed checkpoint folder: convert it"):
+        load_model(folder)
