@@ -202,7 +202,9 @@ class TokenThroughput(L.Callback):
 
     Only those steps wait for the device (`torch.cuda.synchronize`): the clock is read after the queued
     work has finished, so the interval between two of them is exact while every other micro-batch runs
-    asynchronously. The first interval after the start (compilation, loader warm-up) is not logged.
+    asynchronously (Lightning's progress bar, though, reads its metrics such as `train/loss` from the device
+    at every refresh: `TQDMProgressBar(refresh_rate)` or `enable_progress_bar: false` spares that wait).
+    The first interval after the start (compilation, loader warm-up) is not logged.
     """
 
     def __init__(self, peak_flops: float | None = None):
