@@ -256,6 +256,7 @@ def test_a_deepspeed_checkpoint_folder_is_found_by_its_step(tmp_path):
     torch.save({"global_step": 4, "loops": {}}, run / "checkpoints" / "last.ckpt")
     states = run / "hpc_ckpt_1.ckpt" / "checkpoint" / "mp_rank_00_model_states.pt"
     states.parent.mkdir(parents=True)
-    torch.save({"module": {"w": torch.zeros(2)}, "global_step": 6, "loops": {}, "csr_tensor_module_names": set()}, states)
+    deepspeed_state = {"module": {"w": torch.zeros(2)}, "csr_tensor_module_names": set()}
+    torch.save({**deepspeed_state, "global_step": 6, "loops": {}}, states)
     (run / "hpc_ckpt_1.ckpt" / "latest").write_text("checkpoint")
     assert newest_checkpoint(run) == run / "hpc_ckpt_1.ckpt"
