@@ -9,8 +9,9 @@ TensorBoard logs, `checkpoints/`, Lightning's SLURM `hpc_ckpt_N.ckpt` (`trainer.
 folder) and the config of each launch (`config.yaml`, then `config-1.yaml` ... for each resume). A launch
 into a folder that already holds checkpoints must say `--ckpt_path` (`last` is the run's newest checkpoint,
 last or hpc) and nothing is overwritten; a SLURM requeue (an hpc checkpoint there, or SLURM_RESTART_COUNT > 0)
-resumes from the newest by itself. A resume keeps the checkpoint's model: a model.config that differs from
-it is refused, naming the field.
+resumes from the newest by itself (and stops, rather than start over, when it can read none of them). Under
+DeepSpeed a checkpoint is a folder of the same name. A resume keeps the checkpoint's model: a model.config that
+differs from it is refused, naming the field.
 
 A user's mistake (`phi1.errors.ConfigError`: a setting, flag or input file that cannot be used) is reported
 as one line, `error: <message>`, with exit status 2; a bug keeps its traceback. A launch that fails before
