@@ -70,7 +70,7 @@ from phi1.shards import (
     sampled_sha256,
     shard_file_name,
 )
-from phi1.tokenizer import TokenizerError, eos_id, load_tokenizer, tokenizer_hash
+from phi1.tokenizer import eos_id, load_tokenizer, tokenizer_hash
 
 STATE_NAME = "build_state.jsonl"  # the build settings, then one line per completed shard
 STAGING_NAME = ".overwrite"  # a replacement build in progress, swapped in when complete
@@ -500,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
             dtype=args.dtype,
             overwrite=args.overwrite,
         )
-    except (ConfigError, TokenizerError) as error:
+    except ConfigError as error:  # TokenizerError is one
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(
