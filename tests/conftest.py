@@ -7,6 +7,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# One CPU thread per torch process, this one and the ones the tests start (they inherit it), unless the caller set
+# another: the tests' models are tiny, and a second thread spinning against loader workers, DDP ranks and sandboxed
+# programs on a 2-core machine made a 12-step fit 5-20x slower. torch reads it as it loads, before any test imports it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture
 def repo_root() -> Path:
