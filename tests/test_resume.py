@@ -8,7 +8,10 @@ the test's process (the CLI's import is most of a launch), the 2-process DDP run
 
 import json
 import logging
+import os
 import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -55,6 +58,16 @@ def launch(run_python, tmp_path, name, shards, *extra, callbacks=(), devices=1, 
         "-m", "phi1.cli", *config, *extra,
         env={"PYTHONPATH": str(REPO / "tests"), **(env or {})}, check=check, timeout=300,
     )  # fmt: skip
+
+
+def start(tmp_path, name, shards, *extra, callbacks=(), devices=1, val_every=0) -> subprocess.Popen:
+    """`launch` without waiting for it: its output goes to tmp_path/<name>.log."""
+    config = fit_config(tmp_path, name, shards, callbacks, devices, val_every)
+    with open(tmp_path / f"{name}.log", "w") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "phi1.cli", *config, *extra], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(REPO / "tests")},
+        )  # fmt: skip
 
 
 def fit_here(monkeypatch, tmp_path, name, shards, *extra, env=None) -> str:
@@ -159,11 +172,12 @@ def test_ddp_two_processes_killed_and_resumed_end_with_the_same_weights(tmp_path
         ]
 
     ddp = {"devices": 2, "val_every": 8}  # validation at micro-batches 8, 16, 24: before and after the kill
-    launch(run_python, tmp_path, "a", code_shards, callbacks=recorders("a"), **ddp)
+    reference = start(tmp_path, "a", code_shards, callbacks=recorders("a"), **ddp)  # beside the killed run
     run = tmp_path / "runs" / "b"
     callbacks = [*recorders("b"), kill_at_checkpoint(run)]
     killed = launch(run_python, tmp_path, "b", code_shards, callbacks=callbacks, check=False, **ddp)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert reference.wait(timeout=300) == 0, (tmp_path / "a.log").read_text()
     launch(run_python, tmp_path, "b", code_shards, "--ckpt_path", "last", callbacks=recorders("b"), **ddp)
     assert_same(weights(run), weights(tmp_path / "runs" / "a"))
     val = EventAccumulator(str(tmp_path / "runs" / "a")).Reload()
