@@ -271,21 +271,24 @@ except OSError as error:
     assert result.passed and "CONNECTED" not in result.stdout
 
 
-@pytest.mark.parametrize(
-    "attack",
-    [
-        "os.kill(os.getppid(), signal.SIGKILL)",
-        "os.kill(-1, signal.SIGKILL)",
-        "os.killpg(0, signal.SIGKILL)",
-        "subprocess.run(['kill', '-9', '-1'])",
-        "os.kill(1, signal.SIGKILL)",
-    ],
+ATTACKS = (
+    "os.kill(os.getppid(), signal.SIGKILL)",
+    "os.kill(-1, signal.SIGKILL)",
+    "os.killpg(0, signal.SIGKILL)",
+    "subprocess.run(['kill', '-9', '-1'])",
+    "os.kill(1, signal.SIGKILL)",
 )
-def test_killing_everything_in_reach_harms_neither_the_evaluator_nor_other_programs(sandbox, attack):
-    hostile = f"import os, signal, subprocess, time\n{attack}\ntime.sleep(0.5)\nassert False, 'still alive'\n"
+
+
+def test_killing_everything_in_reach_harms_neither_the_evaluator_nor_other_programs(sandbox):
+    """Every attack at once, each between two programs that are running meanwhile."""
+    hostile = "import os, signal, subprocess, time\n{}\ntime.sleep(0.5)\nassert False, 'still alive'\n"
     bystander = "import time\ntime.sleep(1)\n" + CORRECT
-    results = sandbox.run_many([bystander, hostile, bystander], workers=3, progress=False)
-    assert [result.passed for result in results] == [True, False, True], [result.status for result in results]
+    names = ["bystander"] + [name for attack in ATTACKS for name in (attack, "bystander")]
+    programs = [bystander if name == "bystander" else hostile.format(name) for name in names]
+    results = sandbox.run_many(programs, workers=len(programs), progress=False)
+    outcomes = [(name, result.passed) for name, result in zip(names, results, strict=True)]
+    assert outcomes == [(name, name == "bystander") for name in names], [result.status for result in results]
 
 
 def test_a_daemon_dies_with_its_program(sandbox, tmp_path):
