@@ -128,9 +128,9 @@ def cli(capsys, *argv) -> tuple[int, str]:
 def test_import_and_export_clis_round_trip(tmp_path, run_python, code_tokenizer, capsys):
     hf = randomized(transformers.PhiForCausalLM(small_hf_config(vocab_size=1088))).eval()
     hf.save_pretrained(tmp_path / "hf")
-    run_python("-m", "phi1.checkpoint", "import", str(tmp_path / "hf"), str(tmp_path / "m.ckpt"))
+    run_python("-m", "phi1.checkpoint", "import", str(tmp_path / "hf"), str(tmp_path / "m.ckpt"))  # a real process
     export = ["export", tmp_path / "m.ckpt", tmp_path / "back", "--tokenizer", code_tokenizer]
-    run_python("-m", "phi1.checkpoint", *map(str, export))
+    assert cli(capsys, *export)[0] == 0
     again = transformers.PhiForCausalLM.from_pretrained(tmp_path / "back").eval()
     idx = torch.randint(0, 1088, (1, 20))
     with torch.no_grad():
