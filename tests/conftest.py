@@ -78,6 +78,7 @@ def code_shards(tmp_path_factory, code_tokenizer) -> Path:
     return out
 
 
+@pytest.hookimpl(trylast=True)  # after `-m "not slurm"` has deselected them: no `sinfo` to wait for then
 def pytest_collection_modifyitems(config, items):
     """Tests marked `slurm` run only where a SLURM cluster answers `sinfo` (`make test-slurm` starts a local one)."""
     marked = [item for item in items if "slurm" in item.keywords]
