@@ -122,10 +122,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         problems = load_problems(args.benchmark, args.data, mbpp_prompt=args.mbpp_prompt)
         samples = read_samples(args.samples, problems)
-        sandbox = make_sandbox(args)
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return fail(str(error))
+    try:
+        sandbox = Sandbox(args.time_floor, args.memory_mb, allow_unsafe=args.unsafe_no_isolation)
+    except SandboxUnavailable as error:
+        return fail(str(error))
+    except ConfigError as error:  # the only setting left to refuse: a memory limit too small for Python programs
+        return fail(f"--memory-mb {args.memory_mb}: {error}")
     attempted = {sample["task_id"] for sample in samples}
     if unattempted := len(problems) - len(attempted):
         print(
@@ -138,19 +142,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(out, "w" if args.overwrite else "x", encoding="utf-8") as file:
             file.writelines(json.dumps(row) + "\n" for row in rows)
     except FileExistsError:
-        print(f"error: --out {out} appeared while evaluating; pass --overwrite to replace it", file=sys.stderr)
-        return 2
+        return fail(f"--out {out} appeared while evaluating; pass --overwrite to replace it")
     print(json.dumps({**summary, "benchmark": args.benchmark}))
     return 0
 
 
-def make_sandbox(args: argparse.Namespace) -> Sandbox:
-    try:
-        return Sandbox(args.time_floor, args.memory_mb, allow_unsafe=args.unsafe_no_isolation)
-    except SandboxUnavailable:
-        raise
-    except ConfigError as error:  # the only setting left to refuse
-        raise ConfigError(f"--memory-mb {args.memory_mb}: {error}") from None
+def fail(message: str) -> int:
+    """A bad input or setting: one line on stderr, exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
