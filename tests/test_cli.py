@@ -127,8 +127,9 @@ def cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
     """`python -m phi1.cli ARGS` run in this process (`phi1.cli.main`): (exit status, stdout, stderr)."""
     from phi1.cli import main
 
-    for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):  # set by seed_everything; restored afterwards
-        monkeypatch.delenv(name, raising=False)
+    for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):  # set by seed_everything; unset again afterwards (a delenv
+        monkeypatch.setenv(name, "")  # of an absent variable alone records nothing to undo)
+        monkeypatch.delenv(name)
     for logger in ("lightning", "lightning.pytorch", "lightning.fabric"):  # handlers keep the first test's stderr
         for handler in logging.getLogger(logger).handlers:
             if isinstance(handler, logging.StreamHandler):
