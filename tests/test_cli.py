@@ -221,15 +221,15 @@ class FailAtStep(L.Callback):
             raise RuntimeError(f"a bug at step {self.step}")
 
 
-def test_a_run_that_trained_then_failed_before_its_first_checkpoint_keeps_its_logs(monkeypatch, tmp_path, code_shards):
-    from phi1.cli import main
-
-    for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):
-        monkeypatch.delenv(name, raising=False)
+def test_a_run_that_trained_then_failed_before_its_first_checkpoint_keeps_its_logs(
+    monkeypatch, capsys, tmp_path, code_shards
+):
     tiny = str(Path(__file__).parents[1] / "experiments" / "tiny.yaml")
     config = overlay(tmp_path, code_shards, steps=8, log_every_n_steps=1)
     with pytest.raises(RuntimeError, match="a bug at step 2"):
-        main(["fit", "--config", tiny, "--config", config, "--trainer.callbacks+=test_cli.FailAtStep"])
+        cli(
+            monkeypatch, capsys, "fit", "--config", tiny, "--config", config, "--trainer.callbacks+=test_cli.FailAtStep"
+        )
     run = tmp_path / "runs" / "tiny"
     assert not list(run.rglob("*.ckpt")) and len(scalars(run, "train/loss")) == 1  # step 1's curve is still there
 
