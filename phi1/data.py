@@ -399,6 +399,7 @@ class PackedDataModule(L.LightningDataModule):
                 f"the checkpoint consumed {self.consumed_samples} samples, not a multiple of world size {world} "
                 f"× data.batch_size {self.batch_size}; resume with a layout that divides it"
             )
+        self.log_mixture()
         batches = TrainBatches(self.sources, self.order, self.batch_size, rank, world, 0, self.with_mask)
         return TrainLoader(
             batches,
@@ -407,6 +408,17 @@ class PackedDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
         )
+
+    def log_mixture(self):
+        """`data/weight/<source>`, the share of each source in the stream from this launch's first step on, to the
+        run's loggers: a mixture changed with `change_mixture` shows as a step in the curves at the resume point."""
+        if self.trainer is None or not self.trainer.is_global_zero:
+            return
+        weights = self.segments[-1]["weights"]
+        total = sum(weights.values())
+        shares = {f"data/weight/{n}": weights[i] / total for n, i in zip(self.names, self.identities, strict=True)}
+        for logger in self.trainer.loggers:
+            logger.log_metrics(shares, step=self.trainer.global_step)
 
     def val_dataloader(self):
         blocks = ValBlocks(self.sources, self.train_blocks, self.with_mask)

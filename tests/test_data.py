@@ -198,13 +198,20 @@ def test_resume_on_a_changed_mixture_is_refused_unless_asked_then_a_recorded_seg
     tmp_path, code_shards, more_shards
 ):
     mix, other = ({str(code_shards): a, str(more_shards): b} for a, b in ((0.8, 0.2), (0.5, 0.5)))
-    fit(tmp_path / "a", mix, max_steps=3)
+    logged = {name: L.pytorch.loggers.CSVLogger(tmp_path / name, name="", version="") for name in ("a", "c")}
+    fit(tmp_path / "a", mix, max_steps=3, trainer={"logger": logged["a"]})
     ckpt = tmp_path / "a" / "ckpt" / "step3.ckpt"
     changed = r"data.sources: \{code \(\w+\): 0.8, more \(\w+\): 0.2\} in the checkpoint, \{code \(\w+\): 0.5, more"
     with pytest.raises(ConfigError, match=changed + r".*change_mixture true"):
         fit(tmp_path / "b", other, max_steps=6, ckpt_path=ckpt)
-    remixed = fit(tmp_path / "c", other, max_steps=6, ckpt_path=ckpt, change_mixture=True)
+    remixed = fit(
+        tmp_path / "c", other, max_steps=6, ckpt_path=ckpt, change_mixture=True, trainer={"logger": logged["c"]}
+    )
     again = fit(tmp_path / "d", other, max_steps=6, ckpt_path=ckpt, change_mixture=True)
+    for name, step, shares in (("a", 0, ["0.8", "0.2"]), ("c", 3, ["0.5", "0.5"])):  # the mixture in the curves
+        rows = list(csv.DictReader(open(tmp_path / name / "metrics.csv")))
+        [row] = [r for r in rows if r.get("data/weight/code")]
+        assert (int(row["step"]), [row["data/weight/code"], row["data/weight/more"]]) == (step, shares)
     assert len(remixed) == 6 and all(torch.equal(a, b) for a, b in zip(remixed, again, strict=True))
     state = torch.load(tmp_path / "c" / "ckpt" / "step6.ckpt", weights_only=True)["PackedDataModule"]
     first, second = state["segments"]
