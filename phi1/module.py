@@ -21,6 +21,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 
+from phi1.checkpoint import load_model
 from phi1.errors import ConfigError
 from phi1.loss import IGNORE, chunked_cross_entropy
 from phi1.model import Phi, PhiConfig
@@ -97,8 +98,6 @@ class PhiLitModule(L.LightningModule):
             checkpoint_blocks(self.model)
 
     def load_initial_weights(self):
-        from phi1.checkpoint import load_model
-
         try:
             source = load_model(self.init_from)
         except (OSError, ConfigError) as error:  # missing, unreadable, or not a phi-1 model
